@@ -1,0 +1,280 @@
+// Package config loads Data API's settings: the defaults embedded from
+// data-api.yaml, then an optional YAML file, then DATA_API_* environment
+// variables. It is the only package that imports Viper.
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+)
+
+// DefaultPath is the file Load reads when given no path, if it exists,
+// relative to the working directory.
+const DefaultPath = "config/data-api.yaml"
+
+// defaultYAML holds every key with its default value: the single source of
+// the defaults, so that they and the committed file cannot drift apart.
+//
+//go:embed data-api.yaml
+var defaultYAML []byte
+
+// Config is every setting of the service. The YAML keys are the snake_case
+// paths of its fields, e.g. dialogues.max_pending.
+type Config struct {
+	Server    Server    `mapstructure:"server"`
+	Database  Database  `mapstructure:"database"`
+	Dialogues Dialogues `mapstructure:"dialogues"`
+	Limits    Limits    `mapstructure:"limits"`
+	Retention Retention `mapstructure:"retention"`
+	Log       Log       `mapstructure:"log"`
+	Auth      Auth      `mapstructure:"auth"`
+	Cursor    Cursor    `mapstructure:"cursor"`
+}
+
+// Server configures the HTTP server.
+type Server struct {
+	Addr              string        `mapstructure:"addr"`
+	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout"`
+	ReadTimeout       time.Duration `mapstructure:"read_timeout"`
+	WriteTimeout      time.Duration `mapstructure:"write_timeout"`
+	IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
+	ShutdownGrace     time.Duration `mapstructure:"shutdown_grace"`
+}
+
+// Database configures the store of consented messages.
+type Database struct {
+	Driver      string `mapstructure:"driver"` // sqlite or postgres
+	DSN         string `mapstructure:"dsn"`    // for sqlite, a file path
+	MaxReaders  int    `mapstructure:"max_readers"`
+	CommitBatch int    `mapstructure:"commit_batch"`
+}
+
+// Dialogues configures the in-memory store of dialogues awaiting consent.
+type Dialogues struct {
+	Store         string        `mapstructure:"store"` // memory
+	TTL           time.Duration `mapstructure:"ttl"`
+	SweepInterval time.Duration `mapstructure:"sweep_interval"`
+	MaxPending    int           `mapstructure:"max_pending"`
+	MaxMessages   int           `mapstructure:"max_messages"`
+	Shards        int           `mapstructure:"shards"` // a power of two
+}
+
+// Limits bounds the size of requests.
+type Limits struct {
+	MaxTextBytes int `mapstructure:"max_text_bytes"`
+	MaxBodyBytes int `mapstructure:"max_body_bytes"`
+}
+
+// Retention configures the periodic purge of old consented messages.
+type Retention struct {
+	MaxAge    time.Duration `mapstructure:"max_age"` // 0 keeps messages forever
+	Interval  time.Duration `mapstructure:"interval"`
+	BatchSize int           `mapstructure:"batch_size"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level string `mapstructure:"level"` // debug, info, warn or error
+}
+
+// Auth configures API keys. With no keys the service needs no authentication.
+type Auth struct {
+	Keys        []Key `mapstructure:"keys"`
+	MetricsOpen bool  `mapstructure:"metrics_open"` // GET /metrics needs no key
+}
+
+// Key is one API key. Exactly one of Key and SHA256 is set.
+type Key struct {
+	Name   string   `mapstructure:"name"`
+	Key    string   `mapstructure:"key"`    // the secret itself
+	SHA256 string   `mapstructure:"sha256"` // the hex SHA-256 of the secret, in either case
+	Roles  []string `mapstructure:"roles"`  // ingest, analyst, admin
+}
+
+// Cursor configures pagination cursors.
+type Cursor struct {
+	Secret string `mapstructure:"secret"` // HMAC key; empty means a random key per process
+}
+
+// Load reads the configuration: the embedded defaults, then the YAML file at
+// path (or DefaultPath if path is empty and that file exists), then the
+// variables in environ (formatted like os.Environ) named DATA_API_ and the key
+// path in upper case with "_", e.g. DATA_API_DIALOGUES_TTL. A list-valued key
+// such as auth.keys takes JSON in its variable; an empty variable counts as
+// unset, as in Viper. The result is validated: every unknown or invalid key
+// is reported at once in an *Error.
+func Load(path string, environ []string) (Config, error) {
+	defaults := viper.New()
+	defaults.SetConfigType("yaml")
+	if err := defaults.ReadConfig(bytes.NewReader(defaultYAML)); err != nil {
+		return Config{}, fmt.Errorf("config: embedded defaults: %w", err)
+	}
+	v := viper.New()
+	v.SetConfigType("yaml")
+	for _, key := range defaults.AllKeys() {
+		v.SetDefault(key, defaults.Get(key))
+	}
+
+	if path == "" {
+		if _, err := os.Stat(DefaultPath); !errors.Is(err, fs.ErrNotExist) {
+			path = DefaultPath
+		}
+	}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+		if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
+			return Config{}, fmt.Errorf("config: %s: %w", path, err)
+		}
+	}
+
+	var e Error
+	applyEnv(&e, v, defaults, environ)
+	for _, key := range unknownKeys("", v.AllSettings(), reflect.TypeFor[Config]()) {
+		e.add(key, "unknown key")
+	}
+	var c Config
+	if err := v.Unmarshal(&c, viper.DecodeHook(durationHook)); err != nil {
+		addDecodeProblems(&e, err)
+	}
+
+	// A key that could not be read holds its zero value: report why it
+	// could not be read, not that zero is invalid.
+	unread := e.Problems
+	for _, p := range c.problems().Problems {
+		if !slices.ContainsFunc(unread, func(u Problem) bool { return within(p.Key, u.Key) }) {
+			e.Problems = append(e.Problems, p)
+		}
+	}
+	if err := e.err(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// applyEnv sets in v the value of every variable in environ that names a key
+// of defaults. Viper's AutomaticEnv reads only the process environment, so
+// the values are set as overrides, which Viper ranks where it ranks the
+// environment: above the file and the defaults.
+func applyEnv(e *Error, v, defaults *viper.Viper, environ []string) {
+	env := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if name, value, ok := strings.Cut(kv, "="); ok {
+			env[name] = value
+		}
+	}
+	keys := defaults.AllKeys()
+	slices.Sort(keys)
+	for _, key := range keys {
+		name := "DATA_API_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+		value := env[name]
+		if value == "" {
+			continue
+		}
+		if _, isList := defaults.Get(key).([]any); !isList {
+			v.Set(key, value)
+			continue
+		}
+		var list []any
+		if err := json.Unmarshal([]byte(value), &list); err != nil {
+			e.add(key, fmt.Sprintf("%s must be a JSON list: %v", name, err))
+			continue
+		}
+		v.Set(key, list)
+	}
+}
+
+// durationHook decodes a time.Duration from a string with a unit, such as
+// "30m". It rejects a bare number, which mapstructure would otherwise read as
+// nanoseconds.
+func durationHook(_, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeFor[time.Duration]() {
+		return data, nil
+	}
+	const want = "must be a duration with a unit (e.g. 30s, 5m, 1h)"
+	s, ok := data.(string)
+	if !ok {
+		return nil, fmt.Errorf("%s, got %v", want, data)
+	}
+	if _, err := strconv.ParseFloat(s, 64); err == nil {
+		return nil, fmt.Errorf("%s, got %s", want, s)
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return nil, fmt.Errorf("%s, got %q", want, s)
+	}
+	return d, nil
+}
+
+// unknownKeys returns, sorted, the keys of settings that match no field of the
+// struct type t, looking into nested sections and lists of sections; prefix
+// is the path of settings.
+func unknownKeys(prefix string, settings map[string]any, t reflect.Type) []string {
+	fields := make(map[string]reflect.Type)
+	for f := range t.Fields() {
+		fields[f.Tag.Get("mapstructure")] = f.Type
+	}
+	var unknown []string
+	for name, value := range settings {
+		key := prefix + name
+		ft, ok := fields[name]
+		if !ok {
+			unknown = append(unknown, key)
+			continue
+		}
+		switch value := value.(type) {
+		case map[string]any:
+			if ft.Kind() == reflect.Struct {
+				unknown = append(unknown, unknownKeys(key+".", value, ft)...)
+			}
+		case []any:
+			if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+				for i, elem := range value {
+					if m, ok := elem.(map[string]any); ok {
+						unknown = append(unknown, unknownKeys(fmt.Sprintf("%s[%d].", key, i), m, ft.Elem())...)
+					}
+				}
+			}
+		}
+	}
+	slices.Sort(unknown)
+	return unknown
+}
+
+// addDecodeProblems adds to e one problem per key that mapstructure could
+// not decode.
+func addDecodeProblems(e *Error, err error) {
+	switch err := err.(type) {
+	case *mapstructure.DecodeError:
+		e.add(err.Name(), err.Unwrap().Error())
+	case interface{ Unwrap() []error }:
+		for _, err := range err.Unwrap() {
+			addDecodeProblems(e, err)
+		}
+	case interface{ Unwrap() error }:
+		addDecodeProblems(e, err.Unwrap())
+	default:
+		e.add("", err.Error())
+	}
+}
+
+// within reports whether key is parent or lies under it.
+func within(key, parent string) bool {
+	rest, ok := strings.CutPrefix(key, parent)
+	return ok && (rest == "" || rest[0] == '.' || rest[0] == '[')
+}

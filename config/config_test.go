@@ -1,0 +1,537 @@
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/viper"
+)
+
+// want is the configuration data-api.yaml documents.
+var want = Config{
+	Server: Server{
+		Addr:              ":8080",
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ShutdownGrace:     15 * time.Second,
+	},
+	Database:  Database{Driver: "sqlite", DSN: "data/data-api.db", MaxReaders: 4, CommitBatch: 128},
+	Dialogues: Dialogues{Store: "memory", TTL: 30 * time.Minute, SweepInterval: time.Minute, MaxPending: 100000, MaxMessages: 1000, Shards: 64},
+	Limits:    Limits{MaxTextBytes: 8192, MaxBodyBytes: 65536},
+	Retention: Retention{MaxAge: 0, Interval: time.Hour, BatchSize: 1000},
+	Log:       Log{Level: "info"},
+	Auth:      Auth{Keys: []Key{}},
+}
+
+// inEmptyDir runs the test in an empty directory, so that Load finds no file
+// at DefaultPath.
+func inEmptyDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	t.Chdir(dir)
+	return dir
+}
+
+func writeFile(t *testing.T, path, content string) string {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// problems returns the "key: detail" lines of err, failing the test unless
+// err is an *Error.
+func problems(t *testing.T, err error) []string {
+	t.Helper()
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("got error %v, want an *Error", err)
+	}
+	return strings.Split(e.Error(), "\n")
+}
+
+func problemKeys(t *testing.T, err error) []string {
+	t.Helper()
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("got error %v, want an *Error", err)
+	}
+	var keys []string
+	for _, p := range e.Problems {
+		keys = append(keys, p.Key)
+	}
+	return keys
+}
+
+// embeddedKeys returns every leaf key of data-api.yaml.
+func embeddedKeys(t *testing.T) []string {
+	t.Helper()
+	v := viper.New()
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(defaultYAML)); err != nil {
+		t.Fatal(err)
+	}
+	return v.AllKeys()
+}
+
+func TestLoadDefaults(t *testing.T) {
+	inEmptyDir(t)
+	got, err := Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+}
+
+func TestLoadDefaultPath(t *testing.T) {
+	t.Run("committed file", func(t *testing.T) {
+		t.Chdir("..") // the module root, where config/data-api.yaml is
+		got, err := Load("", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("got %+v, want %+v", got, want)
+		}
+	})
+	t.Run("file in working directory", func(t *testing.T) {
+		dir := inEmptyDir(t)
+		writeFile(t, filepath.Join(dir, DefaultPath), "log:\n  level: debug\n")
+		got, err := Load("", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Log.Level != "debug" {
+			t.Errorf("got log.level %q, want debug", got.Log.Level)
+		}
+	})
+}
+
+func TestLoadFile(t *testing.T) {
+	inEmptyDir(t)
+	tests := []struct {
+		name    string
+		content string
+		env     []string
+		check   func(Config) bool
+	}{
+		{
+			name:    "overrides only its keys",
+			content: "dialogues:\n  ttl: 45m\n  shards: 16\n",
+			check: func(c Config) bool {
+				return c.Dialogues.TTL == 45*time.Minute && c.Dialogues.Shards == 16 && c.Dialogues.MaxPending == want.Dialogues.MaxPending
+			},
+		},
+		{
+			name:    "environment wins over file",
+			content: "server:\n  addr: \":9000\"\n",
+			env:     []string{"DATA_API_SERVER_ADDR=:9100"},
+			check:   func(c Config) bool { return c.Server.Addr == ":9100" },
+		},
+		{
+			name:    "empty file keeps defaults",
+			content: "",
+			check:   func(c Config) bool { return reflect.DeepEqual(c, want) },
+		},
+		{
+			name:    "auth keys in YAML",
+			content: "auth:\n  keys:\n    - name: bot\n      key: 0123456789abcdef\n      roles: [ingest]\n",
+			check: func(c Config) bool {
+				return reflect.DeepEqual(c.Auth.Keys, []Key{{Name: "bot", Key: "0123456789abcdef", Roles: []string{"ingest"}}})
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeFile(t, filepath.Join(t.TempDir(), "c.yaml"), tt.content)
+			got, err := Load(path, tt.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(got) {
+				t.Errorf("got %+v", got)
+			}
+		})
+	}
+}
+
+func TestLoadFileErrors(t *testing.T) {
+	dir := inEmptyDir(t)
+	t.Run("missing explicit path", func(t *testing.T) {
+		_, err := Load(filepath.Join(dir, "nope.yaml"), nil)
+		if !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("got %v, want an error matching fs.ErrNotExist", err)
+		}
+	})
+	t.Run("not YAML", func(t *testing.T) {
+		path := writeFile(t, filepath.Join(dir, "bad.yaml"), "server: [\n")
+		if _, err := Load(path, nil); err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("got %v, want an error naming %s", err, path)
+		}
+	})
+}
+
+// TestLoadEnvOverridesEveryKey sets each key of data-api.yaml through its
+// environment variable and checks that the value lands in Config.
+func TestLoadEnvOverridesEveryKey(t *testing.T) {
+	const sum = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	tests := map[string]struct {
+		value   string
+		got     func(Config) any
+		want    any
+		problem string // set when no other valid value exists: the value must reach validation
+	}{
+		"server.addr":                {value: "127.0.0.1:9000", got: func(c Config) any { return c.Server.Addr }, want: "127.0.0.1:9000"},
+		"server.read_header_timeout": {value: "2s", got: func(c Config) any { return c.Server.ReadHeaderTimeout }, want: 2 * time.Second},
+		"server.read_timeout":        {value: "1m", got: func(c Config) any { return c.Server.ReadTimeout }, want: time.Minute},
+		"server.write_timeout":       {value: "90s", got: func(c Config) any { return c.Server.WriteTimeout }, want: 90 * time.Second},
+		"server.idle_timeout":        {value: "5m", got: func(c Config) any { return c.Server.IdleTimeout }, want: 5 * time.Minute},
+		"server.shutdown_grace":      {value: "1m30s", got: func(c Config) any { return c.Server.ShutdownGrace }, want: 90 * time.Second},
+		"database.driver":            {value: "postgres", got: func(c Config) any { return c.Database.Driver }, want: "postgres"},
+		"database.dsn":               {value: "/var/lib/data-api/db", got: func(c Config) any { return c.Database.DSN }, want: "/var/lib/data-api/db"},
+		"database.max_readers":       {value: "8", got: func(c Config) any { return c.Database.MaxReaders }, want: 8},
+		"database.commit_batch":      {value: "32", got: func(c Config) any { return c.Database.CommitBatch }, want: 32},
+		"dialogues.store":            {value: "redis", problem: `dialogues.store: must be one of memory, got "redis"`},
+		"dialogues.ttl":              {value: "45m", got: func(c Config) any { return c.Dialogues.TTL }, want: 45 * time.Minute},
+		"dialogues.sweep_interval":   {value: "10s", got: func(c Config) any { return c.Dialogues.SweepInterval }, want: 10 * time.Second},
+		"dialogues.max_pending":      {value: "500", got: func(c Config) any { return c.Dialogues.MaxPending }, want: 500},
+		"dialogues.max_messages":     {value: "20", got: func(c Config) any { return c.Dialogues.MaxMessages }, want: 20},
+		"dialogues.shards":           {value: "256", got: func(c Config) any { return c.Dialogues.Shards }, want: 256},
+		"limits.max_text_bytes":      {value: "1024", got: func(c Config) any { return c.Limits.MaxTextBytes }, want: 1024},
+		"limits.max_body_bytes":      {value: "1048576", got: func(c Config) any { return c.Limits.MaxBodyBytes }, want: 1048576},
+		"retention.max_age":          {value: "720h", got: func(c Config) any { return c.Retention.MaxAge }, want: 720 * time.Hour},
+		"retention.interval":         {value: "15m", got: func(c Config) any { return c.Retention.Interval }, want: 15 * time.Minute},
+		"retention.batch_size":       {value: "50", got: func(c Config) any { return c.Retention.BatchSize }, want: 50},
+		"log.level":                  {value: "debug", got: func(c Config) any { return c.Log.Level }, want: "debug"},
+		"auth.keys": {
+			value: `[{"name":"bot","sha256":"` + sum + `","roles":["ingest"]},{"name":"ana","key":"0123456789abcdef","roles":["analyst","admin"]}]`,
+			got:   func(c Config) any { return c.Auth.Keys },
+			want: []Key{
+				{Name: "bot", SHA256: sum, Roles: []string{"ingest"}},
+				{Name: "ana", Key: "0123456789abcdef", Roles: []string{"analyst", "admin"}},
+			},
+		},
+		"auth.metrics_open": {value: "true", got: func(c Config) any { return c.Auth.MetricsOpen }, want: true},
+		"cursor.secret":     {value: "a-cursor-secret-of-32-characters", got: func(c Config) any { return c.Cursor.Secret }, want: "a-cursor-secret-of-32-characters"},
+	}
+
+	keys := embeddedKeys(t)
+	for _, key := range keys {
+		if _, ok := tests[key]; !ok {
+			t.Errorf("key %s of data-api.yaml has no test case", key)
+		}
+	}
+	for key := range tests {
+		if !slices.Contains(keys, key) {
+			t.Errorf("test case %s is not a key of data-api.yaml", key)
+		}
+	}
+
+	inEmptyDir(t)
+	for key, tt := range tests {
+		t.Run(key, func(t *testing.T) {
+			name := "DATA_API_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+			got, err := Load("", []string{"PATH=/bin", name + "=" + tt.value})
+			if tt.problem != "" {
+				if p := problems(t, err); !slices.Equal(p, []string{tt.problem}) {
+					t.Errorf("got problems %q, want %q", p, tt.problem)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g := tt.got(got); !reflect.DeepEqual(g, tt.want) {
+				t.Errorf("%s=%s: got %#v, want %#v", name, tt.value, g, tt.want)
+			}
+			if g := tt.got(want); reflect.DeepEqual(g, tt.want) {
+				t.Errorf("%s=%s: the test value equals the default", name, tt.value)
+			}
+		})
+	}
+}
+
+func TestLoadEnvEdgeCases(t *testing.T) {
+	inEmptyDir(t)
+	tests := []struct {
+		name    string
+		environ []string
+		check   func(Config) bool
+	}{
+		{"empty value counts as unset", []string{"DATA_API_SERVER_ADDR="}, func(c Config) bool { return c.Server.Addr == want.Server.Addr }},
+		{"last duplicate wins", []string{"DATA_API_LOG_LEVEL=warn", "DATA_API_LOG_LEVEL=error"}, func(c Config) bool { return c.Log.Level == "error" }},
+		{"other prefixes ignored", []string{"SERVER_ADDR=:1", "DATA_API_SERVER=:1"}, func(c Config) bool { return reflect.DeepEqual(c, want) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Load("", tt.environ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(got) {
+				t.Errorf("got %+v", got)
+			}
+		})
+	}
+}
+
+func TestLoadRejects(t *testing.T) {
+	inEmptyDir(t)
+	tests := []struct {
+		name    string
+		file    string
+		environ []string
+		want    []string // problem lines, in order
+	}{
+		{
+			name: "duration as YAML int",
+			file: "dialogues:\n  ttl: 30\n",
+			want: []string{"dialogues.ttl: must be a duration with a unit (e.g. 30s, 5m, 1h), got 30"},
+		},
+		{
+			name: "duration as YAML string without unit",
+			file: "server:\n  read_timeout: \"30\"\n",
+			want: []string{"server.read_timeout: must be a duration with a unit (e.g. 30s, 5m, 1h), got 30"},
+		},
+		{
+			name:    "duration in env without unit",
+			environ: []string{"DATA_API_RETENTION_MAX_AGE=0"},
+			want:    []string{"retention.max_age: must be a duration with a unit (e.g. 30s, 5m, 1h), got 0"},
+		},
+		{
+			name:    "duration with unknown unit",
+			environ: []string{"DATA_API_SERVER_IDLE_TIMEOUT=2 days"},
+			want:    []string{`server.idle_timeout: must be a duration with a unit (e.g. 30s, 5m, 1h), got "2 days"`},
+		},
+		{
+			name:    "int not a number",
+			environ: []string{"DATA_API_DATABASE_MAX_READERS=four"},
+			want:    []string{"database.max_readers: cannot parse value as 'int': strconv.ParseInt: invalid syntax"},
+		},
+		{
+			name: "unknown keys",
+			file: "serverr:\n  addr: x\ndialogues:\n  shard: 8\nauth:\n  keys:\n    - name: bot\n      key: 0123456789abcdef\n      role: [ingest]\n      roles: [ingest]\n",
+			want: []string{
+				"auth.keys[0].role: unknown key",
+				"dialogues.shard: unknown key",
+				"serverr: unknown key",
+			},
+		},
+		{
+			name:    "unknown field in auth keys JSON",
+			environ: []string{`DATA_API_AUTH_KEYS=[{"name":"bot","key":"0123456789abcdef","roles":["ingest"],"rolez":["admin"]}]`},
+			want:    []string{"auth.keys[0].rolez: unknown key"},
+		},
+		{
+			name:    "auth keys not JSON",
+			environ: []string{"DATA_API_AUTH_KEYS=bot:secret"},
+			want:    []string{"auth.keys: DATA_API_AUTH_KEYS must be a JSON list: invalid character 'b' looking for beginning of value"},
+		},
+		{
+			name:    "every problem at once",
+			file:    "dialogues:\n  ttl: 30\n  shards: 6\nlog:\n  levle: debug\n",
+			environ: []string{"DATA_API_LIMITS_MAX_BODY_BYTES=100", "DATA_API_SERVER_ADDR=nope"},
+			want: []string{
+				"log.levle: unknown key",
+				"dialogues.ttl: must be a duration with a unit (e.g. 30s, 5m, 1h), got 30",
+				`server.addr: must be host:port, e.g. :8080, got "nope"`,
+				"dialogues.shards: must be a power of two between 1 and 65536, got 6",
+				"limits.max_body_bytes: must be more than limits.max_text_bytes (8192), got 100",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := ""
+			if tt.file != "" {
+				path = writeFile(t, filepath.Join(t.TempDir(), "c.yaml"), tt.file)
+			}
+			_, err := Load(path, tt.environ)
+			if got := problems(t, err); !slices.Equal(got, tt.want) {
+				t.Errorf("got problems\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	const sum = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08" // SHA-256 of "test"
+	botSum := fmt.Sprintf("%x", sha256.Sum256([]byte("0123456789abcdef")))
+	valid := []Key{
+		{Name: "bot", Key: "0123456789abcdef", Roles: []string{"ingest"}},
+		{Name: "analyst", SHA256: sum, Roles: []string{"analyst", "admin"}},
+	}
+	if err := (Config{}).Validate(); err == nil {
+		t.Fatal("got nil for the zero Config, want problems")
+	}
+	tests := []struct {
+		name   string
+		modify func(*Config)
+		key    string // "" for a valid config
+		detail string
+	}{
+		{"defaults", func(*Config) {}, "", ""},
+		{"valid keys", func(c *Config) { c.Auth.Keys = valid }, "", ""},
+		{"addr with host", func(c *Config) { c.Server.Addr = "localhost:80" }, "", ""},
+		{"addr without port", func(c *Config) { c.Server.Addr = "localhost" }, "server.addr", `must be host:port, e.g. :8080, got "localhost"`},
+		{"zero read header timeout", func(c *Config) { c.Server.ReadHeaderTimeout = 0 }, "server.read_header_timeout", "must be positive, got 0s"},
+		{"negative read timeout", func(c *Config) { c.Server.ReadTimeout = -time.Second }, "server.read_timeout", "must be positive, got -1s"},
+		{"zero write timeout", func(c *Config) { c.Server.WriteTimeout = 0 }, "server.write_timeout", "must be positive, got 0s"},
+		{"zero idle timeout", func(c *Config) { c.Server.IdleTimeout = 0 }, "server.idle_timeout", "must be positive, got 0s"},
+		{"zero shutdown grace", func(c *Config) { c.Server.ShutdownGrace = 0 }, "server.shutdown_grace", "must be positive, got 0s"},
+		{"postgres", func(c *Config) { c.Database.Driver = "postgres" }, "", ""},
+		{"unknown driver", func(c *Config) { c.Database.Driver = "mysql" }, "database.driver", `must be one of sqlite, postgres, got "mysql"`},
+		{"empty dsn", func(c *Config) { c.Database.DSN = "" }, "database.dsn", "must not be empty"},
+		{"zero readers", func(c *Config) { c.Database.MaxReaders = 0 }, "database.max_readers", "must be positive, got 0"},
+		{"zero commit batch", func(c *Config) { c.Database.CommitBatch = 0 }, "database.commit_batch", "must be positive, got 0"},
+		{"unknown store", func(c *Config) { c.Dialogues.Store = "redis" }, "dialogues.store", `must be one of memory, got "redis"`},
+		{"zero ttl", func(c *Config) { c.Dialogues.TTL = 0 }, "dialogues.ttl", "must be positive, got 0s"},
+		{"zero sweep interval", func(c *Config) { c.Dialogues.SweepInterval = 0 }, "dialogues.sweep_interval", "must be positive, got 0s"},
+		{"zero max pending", func(c *Config) { c.Dialogues.MaxPending = 0 }, "dialogues.max_pending", "must be positive, got 0"},
+		{"zero max messages", func(c *Config) { c.Dialogues.MaxMessages = -1 }, "dialogues.max_messages", "must be positive, got -1"},
+		{"one shard", func(c *Config) { c.Dialogues.Shards = 1 }, "", ""},
+		{"65536 shards", func(c *Config) { c.Dialogues.Shards = 65536 }, "", ""},
+		{"zero shards", func(c *Config) { c.Dialogues.Shards = 0 }, "dialogues.shards", "must be a power of two between 1 and 65536, got 0"},
+		{"six shards", func(c *Config) { c.Dialogues.Shards = 6 }, "dialogues.shards", "must be a power of two between 1 and 65536, got 6"},
+		{"too many shards", func(c *Config) { c.Dialogues.Shards = 1 << 17 }, "dialogues.shards", "must be a power of two between 1 and 65536, got 131072"},
+		{"zero text bytes", func(c *Config) { c.Limits.MaxTextBytes = 0 }, "limits.max_text_bytes", "must be positive, got 0"},
+		{"body not above text", func(c *Config) { c.Limits.MaxBodyBytes = 8192 }, "limits.max_body_bytes", "must be more than limits.max_text_bytes (8192), got 8192"},
+		{"retention max age set", func(c *Config) { c.Retention.MaxAge = 24 * time.Hour }, "", ""},
+		{"negative retention max age", func(c *Config) { c.Retention.MaxAge = -time.Hour }, "retention.max_age", "must not be negative (0s keeps messages forever), got -1h0m0s"},
+		{"zero retention interval", func(c *Config) { c.Retention.Interval = 0 }, "retention.interval", "must be positive, got 0s"},
+		{"zero retention batch", func(c *Config) { c.Retention.BatchSize = 0 }, "retention.batch_size", "must be positive, got 0"},
+		{"unknown log level", func(c *Config) { c.Log.Level = "INFO" }, "log.level", `must be one of debug, info, warn, error, got "INFO"`},
+		{"key without name", func(c *Config) { c.Auth.Keys = []Key{{Key: "0123456789abcdef", Roles: []string{"admin"}}} }, "auth.keys[0].name", "must not be empty"},
+		{"duplicate name", func(c *Config) {
+			c.Auth.Keys = append(valid[:1:1], Key{Name: "bot", Key: "fedcba9876543210", Roles: []string{"admin"}})
+		}, "auth.keys[1].name", `"bot" is already the name of auth.keys[0]`},
+		{"key and sha256", func(c *Config) {
+			c.Auth.Keys = []Key{{Name: "a", Key: "0123456789abcdef", SHA256: sum, Roles: []string{"admin"}}}
+		}, "auth.keys[0]", "must set only one of key and sha256, got both"},
+		{"neither key nor sha256", func(c *Config) { c.Auth.Keys = []Key{{Name: "a", Roles: []string{"admin"}}} }, "auth.keys[0]", "must set one of key (the secret) and sha256 (its SHA-256 in hex)"},
+		{"short key", func(c *Config) { c.Auth.Keys = []Key{{Name: "a", Key: "secret", Roles: []string{"admin"}}} }, "auth.keys[0].key", "must be at least 16 characters, got 6"},
+		{"short sha256", func(c *Config) { c.Auth.Keys = []Key{{Name: "a", SHA256: sum[:63], Roles: []string{"admin"}}} }, "auth.keys[0].sha256", "must be 64 hex characters (a SHA-256), got 63 characters"},
+		{"sha256 not hex", func(c *Config) { c.Auth.Keys = []Key{{Name: "a", SHA256: "g" + sum[1:], Roles: []string{"admin"}}} }, "auth.keys[0].sha256", "must be 64 hex characters (a SHA-256), got 64 characters"},
+		{"same secret as key and sha256", func(c *Config) {
+			c.Auth.Keys = append(slices.Clone(valid), Key{Name: "again", SHA256: botSum, Roles: []string{"admin"}})
+		}, "auth.keys[2]", "has the same secret as auth.keys[0]"},
+		{"same sha256 in another case", func(c *Config) {
+			c.Auth.Keys = append(slices.Clone(valid), Key{Name: "again", SHA256: strings.ToLower(sum), Roles: []string{"admin"}})
+		}, "auth.keys[2]", "has the same secret as auth.keys[1]"},
+		{"no roles", func(c *Config) { c.Auth.Keys = []Key{{Name: "a", Key: "0123456789abcdef"}} }, "auth.keys[0].roles", "must list at least one of ingest, analyst, admin"},
+		{"unknown role", func(c *Config) {
+			c.Auth.Keys = []Key{{Name: "a", Key: "0123456789abcdef", Roles: []string{"ingest", "root"}}}
+		}, "auth.keys[0].roles", `must list only ingest, analyst, admin, got "root"`},
+		{"cursor secret", func(c *Config) { c.Cursor.Secret = "0123456789abcdef" }, "", ""},
+		{"short cursor secret", func(c *Config) { c.Cursor.Secret = "short" }, "cursor.secret", "must be empty or at least 16 characters, got 5"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := want
+			tt.modify(&c)
+			err := c.Validate()
+			if tt.key == "" {
+				if err != nil {
+					t.Fatalf("got %v, want nil", err)
+				}
+				return
+			}
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("got %v, want an *Error", err)
+			}
+			if wantP := []Problem{{Key: tt.key, Detail: tt.detail}}; !reflect.DeepEqual(e.Problems, wantP) {
+				t.Errorf("got %+v, want %+v", e.Problems, wantP)
+			}
+		})
+	}
+}
+
+func TestValidateReportsAllProblems(t *testing.T) {
+	c := want
+	c.Server.Addr = ""
+	c.Database.Driver = "oracle"
+	c.Dialogues.Shards = 6
+	c.Log.Level = "trace"
+	c.Auth.Keys = []Key{{Name: "", Key: "short", SHA256: "", Roles: nil}}
+	got := problemKeys(t, c.Validate())
+	wantKeys := []string{"server.addr", "database.driver", "dialogues.shards", "log.level", "auth.keys[0].name", "auth.keys[0].key", "auth.keys[0].roles"}
+	if !slices.Equal(got, wantKeys) {
+		t.Errorf("got problems with %q, want %q", got, wantKeys)
+	}
+	if err := c.Validate(); strings.Count(err.Error(), "\n") != len(wantKeys)-1 {
+		t.Errorf("got Error()\n%s\nwant one line per problem", err)
+	}
+}
+
+func TestRedacted(t *testing.T) {
+	c := want
+	c.Auth.Keys = []Key{
+		{Name: "bot", Key: "0123456789abcdef", Roles: []string{"ingest"}},
+		{Name: "ana", SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", Roles: []string{"analyst"}},
+	}
+	c.Cursor.Secret = "a-cursor-secret-of-32-characters"
+	c.Database.DSN = "postgres://app:s3cret@db:5432/data?sslmode=disable"
+	orig := c
+	origKeys := slices.Clone(c.Auth.Keys)
+
+	r := c.Redacted()
+	wantKeys := []Key{
+		{Name: "bot", Key: "[redacted]", Roles: []string{"ingest"}},
+		{Name: "ana", SHA256: "[redacted]", Roles: []string{"analyst"}},
+	}
+	if !reflect.DeepEqual(r.Auth.Keys, wantKeys) {
+		t.Errorf("got keys %+v, want %+v", r.Auth.Keys, wantKeys)
+	}
+	if r.Cursor.Secret != "[redacted]" {
+		t.Errorf("got cursor.secret %q, want [redacted]", r.Cursor.Secret)
+	}
+	if want := "postgres://app:xxxxx@db:5432/data?sslmode=disable"; r.Database.DSN != want {
+		t.Errorf("got dsn %q, want %q", r.Database.DSN, want)
+	}
+	if !reflect.DeepEqual(c, orig) || !reflect.DeepEqual(c.Auth.Keys, origKeys) {
+		t.Errorf("Redacted changed its receiver: got %+v, want %+v", c, orig)
+	}
+	if r := want.Redacted(); !reflect.DeepEqual(r, want) {
+		t.Errorf("got %+v for a config without secrets, want it unchanged", r)
+	}
+}
+
+func TestRedactDSN(t *testing.T) {
+	tests := []struct{ dsn, want string }{
+		{"data/data-api.db", "data/data-api.db"},
+		{"file:data.db?_pragma=busy_timeout(5000)", "file:data.db?_pragma=busy_timeout(5000)"},
+		{"postgres://app@db/data", "postgres://app@db/data"},
+		{"postgres://app:pw@db/data", "postgres://app:xxxxx@db/data"},
+		{"postgresql://app:pw@/data?host=/run/postgresql", "postgresql://app:xxxxx@/data?host=/run/postgresql"},
+		{"postgres://db/data?user=app&password=pw", "postgres://db/data?password=xxxxx&user=app"},
+		{"postgres://db/data?sslpassword=pw", "postgres://db/data?sslpassword=xxxxx"},
+		{"host=db user=app password=pw dbname=data", "host=db user=app password=xxxxx dbname=data"},
+		{"host=db password = 'p w\\' x' dbname=data", "host=db password = xxxxx dbname=data"},
+		{"host=db PASSWORD=pw", "host=db PASSWORD=xxxxx"},
+		{"postgres://app:p%zz@db/data", "[redacted]"},
+	}
+	for _, tt := range tests {
+		if got := redactDSN(tt.dsn); got != tt.want {
+			t.Errorf("redactDSN(%q) = %q, want %q", tt.dsn, got, tt.want)
+		}
+	}
+}

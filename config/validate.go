@@ -1,0 +1,187 @@
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The allowed values of the enumerated keys. Supporting another dialogue
+// store (such as redis) starts by adding it to stores.
+var (
+	drivers   = []string{"sqlite", "postgres"}
+	stores    = []string{"memory"}
+	logLevels = []string{"debug", "info", "warn", "error"}
+	roles     = []string{"ingest", "analyst", "admin"}
+)
+
+// minSecretLen is the shortest accepted plain API key or cursor secret.
+const minSecretLen = 16
+
+// Problem says what is wrong with one key.
+type Problem struct {
+	Key    string // the key path, e.g. dialogues.shards or auth.keys[0].name
+	Detail string
+}
+
+// Error lists every problem found in a configuration, so that all of them
+// can be fixed at once.
+type Error struct {
+	Problems []Problem
+}
+
+// add records a problem with key.
+func (e *Error) add(key, detail string) {
+	e.Problems = append(e.Problems, Problem{Key: key, Detail: detail})
+}
+
+// err returns e when it holds problems, nil otherwise.
+func (e *Error) err() error {
+	if len(e.Problems) == 0 {
+		return nil
+	}
+	return e
+}
+
+// Error returns one "key: detail" line per problem.
+func (e *Error) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.Key + ": " + p.Detail
+		if p.Key == "" {
+			lines[i] = p.Detail
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Validate checks every key of c and returns an *Error listing all the
+// problems found, or nil.
+func (c Config) Validate() error {
+	e := c.problems()
+	return e.err()
+}
+
+func (c Config) problems() *Error {
+	e := &Error{}
+
+	s := c.Server
+	if _, _, err := net.SplitHostPort(s.Addr); err != nil {
+		e.add("server.addr", fmt.Sprintf("must be host:port, e.g. :8080, got %q", s.Addr))
+	}
+	positive(e, "server.read_header_timeout", s.ReadHeaderTimeout)
+	positive(e, "server.read_timeout", s.ReadTimeout)
+	positive(e, "server.write_timeout", s.WriteTimeout)
+	positive(e, "server.idle_timeout", s.IdleTimeout)
+	positive(e, "server.shutdown_grace", s.ShutdownGrace)
+
+	db := c.Database
+	oneOf(e, "database.driver", db.Driver, drivers)
+	if db.DSN == "" {
+		e.add("database.dsn", "must not be empty")
+	}
+	positive(e, "database.max_readers", db.MaxReaders)
+	positive(e, "database.commit_batch", db.CommitBatch)
+
+	d := c.Dialogues
+	oneOf(e, "dialogues.store", d.Store, stores)
+	positive(e, "dialogues.ttl", d.TTL)
+	positive(e, "dialogues.sweep_interval", d.SweepInterval)
+	positive(e, "dialogues.max_pending", d.MaxPending)
+	positive(e, "dialogues.max_messages", d.MaxMessages)
+	if d.Shards < 1 || d.Shards > 1<<16 || d.Shards&(d.Shards-1) != 0 {
+		e.add("dialogues.shards", fmt.Sprintf("must be a power of two between 1 and 65536, got %d", d.Shards))
+	}
+
+	l := c.Limits
+	positive(e, "limits.max_text_bytes", l.MaxTextBytes)
+	if l.MaxBodyBytes <= l.MaxTextBytes {
+		e.add("limits.max_body_bytes", fmt.Sprintf("must be more than limits.max_text_bytes (%d), got %d", l.MaxTextBytes, l.MaxBodyBytes))
+	}
+
+	r := c.Retention
+	if r.MaxAge < 0 {
+		e.add("retention.max_age", fmt.Sprintf("must not be negative (0s keeps messages forever), got %v", r.MaxAge))
+	}
+	positive(e, "retention.interval", r.Interval)
+	positive(e, "retention.batch_size", r.BatchSize)
+
+	oneOf(e, "log.level", c.Log.Level, logLevels)
+
+	c.Auth.addProblems(e)
+
+	if n := len(c.Cursor.Secret); n > 0 && n < minSecretLen {
+		e.add("cursor.secret", fmt.Sprintf("must be empty or at least %d characters, got %d", minSecretLen, n))
+	}
+	return e
+}
+
+// addProblems adds to e the problems of the API keys. No message quotes a
+// secret.
+func (a Auth) addProblems(e *Error) {
+	names := make(map[string]int)   // name → index of its first key
+	secrets := make(map[string]int) // lower-case hex SHA-256 → index of its first key
+	for i, k := range a.Keys {
+		at := fmt.Sprintf("auth.keys[%d]", i)
+
+		switch j, dup := names[k.Name]; {
+		case k.Name == "":
+			e.add(at+".name", "must not be empty")
+		case dup:
+			e.add(at+".name", fmt.Sprintf("%q is already the name of auth.keys[%d]", k.Name, j))
+		default:
+			names[k.Name] = i
+		}
+
+		var hash string
+		switch {
+		case k.Key != "" && k.SHA256 != "":
+			e.add(at, "must set only one of key and sha256, got both")
+		case k.Key == "" && k.SHA256 == "":
+			e.add(at, "must set one of key (the secret) and sha256 (its SHA-256 in hex)")
+		case k.Key != "" && len(k.Key) < minSecretLen:
+			e.add(at+".key", fmt.Sprintf("must be at least %d characters, got %d", minSecretLen, len(k.Key)))
+		case k.Key != "":
+			sum := sha256.Sum256([]byte(k.Key))
+			hash = hex.EncodeToString(sum[:])
+		default:
+			if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != sha256.Size {
+				e.add(at+".sha256", fmt.Sprintf("must be 64 hex characters (a SHA-256), got %d characters", len(k.SHA256)))
+			} else {
+				hash = strings.ToLower(k.SHA256)
+			}
+		}
+		if j, dup := secrets[hash]; dup {
+			e.add(at, fmt.Sprintf("has the same secret as auth.keys[%d]", j))
+		} else if hash != "" {
+			secrets[hash] = i
+		}
+
+		if len(k.Roles) == 0 {
+			e.add(at+".roles", "must list at least one of "+strings.Join(roles, ", "))
+		}
+		for _, r := range k.Roles {
+			if !slices.Contains(roles, r) {
+				e.add(at+".roles", fmt.Sprintf("must list only %s, got %q", strings.Join(roles, ", "), r))
+			}
+		}
+	}
+}
+
+// positive adds a problem to e unless v > 0.
+func positive[T int | time.Duration](e *Error, key string, v T) {
+	if v <= 0 {
+		e.add(key, fmt.Sprintf("must be positive, got %v", v))
+	}
+}
+
+// oneOf adds a problem to e unless v is one of allowed.
+func oneOf(e *Error, key, v string, allowed []string) {
+	if !slices.Contains(allowed, v) {
+		e.add(key, fmt.Sprintf("must be one of %s, got %q", strings.Join(allowed, ", "), v))
+	}
+}

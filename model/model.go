@@ -1,0 +1,193 @@
+package model
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/text/language"
+)
+
+// MaxIDLength is the longest customer or dialogue identifier accepted.
+const MaxIDLength = 128
+
+// Message is one customer message of a dialogue.
+type Message struct {
+	CustomerID string
+	DialogueID string
+	Language   string // canonical BCP 47 tag
+	Text       string
+	CreatedAt  time.Time // the server's receive time, UTC
+}
+
+// StoredMessage is a consented message as the database holds it. ID breaks
+// ties between messages received at the same nanosecond.
+type StoredMessage struct {
+	ID int64
+	Message
+}
+
+// Decision is one entry of the consent ledger: what was decided for a
+// dialogue, when, by which API key, and how many messages it governed
+// (stored for a consent, deleted for a refusal). It never holds text.
+type Decision struct {
+	DialogueID string
+	CustomerID string // empty when a refusal names a dialogue never seen
+	Consent    bool
+	DecidedAt  time.Time
+	Messages   int
+	KeyName    string // the API key that made the call; empty without auth
+}
+
+// Consent is a positive decision together with the messages it persists.
+type Consent struct {
+	Decision Decision
+	Messages []Message
+}
+
+// Erasure records that a customer's data was erased on request.
+type Erasure struct {
+	CustomerID string
+	ErasedAt   time.Time
+	Messages   int
+	KeyName    string
+}
+
+// Filter selects consented messages. Empty fields match everything.
+type Filter struct {
+	Language   string
+	CustomerID string
+}
+
+// Position is a place in the newest-first order of consented messages.
+type Position struct {
+	CreatedAt time.Time
+	ID        int64
+}
+
+// Page sizes of a query.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+)
+
+// Query asks for one page of consented messages strictly older than After
+// (from the newest when After is nil).
+type Query struct {
+	Filter
+	After *Position
+	Limit int
+}
+
+// ValidateID reports whether s is a valid customer or dialogue identifier:
+// 1 to 128 characters from A-Z a-z 0-9 . _ ~ : -, other than "." and "..".
+func ValidateID(s string) error {
+	if s == "" || len(s) > MaxIDLength {
+		return fmt.Errorf("must be 1 to %d characters long", MaxIDLength)
+	}
+	if s == "." || s == ".." {
+		return fmt.Errorf("must not be %q", s)
+	}
+	for i := 0; i < len(s); i++ {
+		if !idByte[s[i]] {
+			return fmt.Errorf("may hold only A-Z a-z 0-9 . _ ~ : -")
+		}
+	}
+	return nil
+}
+
+var idByte = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for _, c := range "._~:-" {
+		t[c] = true
+	}
+	return t
+}()
+
+// canonicalTags caches the canonical form of every tag seen, so that each
+// distinct language is parsed once and its string shared by every message.
+var canonicalTags sync.Map // string → string
+
+// maxCachedTags bounds canonicalTags against a flood of distinct tags.
+const maxCachedTags = 4096
+
+var cachedTags struct {
+	sync.Mutex
+	n int
+}
+
+// CanonicalLanguage parses s as a BCP 47 tag, case-insensitively, and
+// returns its canonical form ("EN" → "en", "zh-hant-tw" → "zh-Hant-TW").
+func CanonicalLanguage(s string) (string, error) {
+	if v, ok := canonicalTags.Load(s); ok {
+		return v.(string), nil
+	}
+	if s == "" {
+		return "", fmt.Errorf("is required: a BCP 47 language tag such as \"en\" or \"pt-BR\"")
+	}
+	tag, err := language.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("is not a well-formed BCP 47 language tag, such as \"en\" or \"pt-BR\"")
+	}
+	c := tag.String()
+	cachedTags.Lock()
+	if cachedTags.n < maxCachedTags {
+		cachedTags.n++
+		canonicalTags.Store(s, c)
+	}
+	cachedTags.Unlock()
+	return c, nil
+}
+
+// ValidateText reports whether s is acceptable message text: valid UTF-8,
+// no NUL byte, not blank, and at most maxBytes bytes.
+func ValidateText(s string, maxBytes int) error {
+	switch {
+	case len(s) > maxBytes:
+		return fmt.Errorf("is %d bytes long; the limit is %d bytes", len(s), maxBytes)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("is not valid UTF-8")
+	case strings.IndexByte(s, 0) >= 0:
+		return fmt.Errorf("must not contain NUL characters")
+	case strings.IndexFunc(s, func(r rune) bool { return !unicode.IsSpace(r) }) < 0:
+		return fmt.Errorf("must not be empty or only white space")
+	}
+	return nil
+}
+
+// Outcome is what a consent decision did.
+type Outcome struct {
+	CustomerID string // empty when a refusal names a dialogue never seen
+	Consent    bool
+	Stored     int // messages persisted by a consent
+	Dropped    int // pending messages dropped by a refusal
+	Deleted    int // stored messages deleted by a refusal
+}
+
+// ErasureOutcome is what erasing a customer did.
+type ErasureOutcome struct {
+	Dropped int // pending messages dropped from memory
+	Deleted int // stored messages deleted
+}
+
+// Stats is a snapshot of the service's gauges and running totals, for
+// metrics.
+type Stats struct {
+	PendingDialogues, PendingMessages int64
+
+	EvictedTTL, EvictedErasure  int64 // pending dialogues dropped, by cause
+	RejectedFull, RejectedLimit int64 // messages refused by max_pending, max_messages
+
+	ConsentsTrue, ConsentsFalse int64
+
+	StoredMessages, WithdrawnMessages, ErasedMessages, RetentionDeletedMessages int64
+}

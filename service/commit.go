@@ -1,0 +1,95 @@
+package service
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/data-api/data-api/model"
+)
+
+// commitTimeout bounds one group-commit transaction. The write runs detached
+// from any one caller's context: a client that hangs up must not abort the
+// consents of the others in the same transaction.
+const commitTimeout = 30 * time.Second
+
+// committer gathers the consents waiting at the same moment into one
+// transaction (group commit), so that a burst of consents costs one durable
+// commit rather than one each. There is no goroutine of its own: the first
+// caller to find it idle becomes the leader and writes a batch; when it is
+// done, it hands leadership to the oldest waiter, whose batch holds every
+// consent that arrived meanwhile. A lone consent is written at once.
+type committer struct {
+	max  int
+	save func(context.Context, []model.Consent) error
+
+	mu     sync.Mutex
+	queue  []*commitReq
+	leader bool // a caller is writing a batch
+}
+
+type commitReq struct {
+	c    model.Consent
+	err  error
+	lead bool
+	wake chan struct{} // receives once: the result is in, or lead is set
+}
+
+// do writes c durably, possibly together with other consents, and returns
+// c's own outcome: a batch that fails is retried one consent at a time, so
+// one bad dialogue never fails another.
+func (cm *committer) do(ctx context.Context, c model.Consent) error {
+	r := &commitReq{c: c, wake: make(chan struct{}, 1)}
+	cm.mu.Lock()
+	cm.queue = append(cm.queue, r)
+	if cm.leader {
+		cm.mu.Unlock()
+		<-r.wake
+		if !r.lead {
+			return r.err
+		}
+		cm.mu.Lock()
+	}
+	cm.leader = true
+	n := min(len(cm.queue), cm.max)
+	batch := cm.queue[:n:n]
+	cm.queue = cm.queue[n:]
+	cm.mu.Unlock()
+
+	cm.write(context.WithoutCancel(ctx), batch)
+	for _, b := range batch {
+		if b != r {
+			b.wake <- struct{}{}
+		}
+	}
+
+	cm.mu.Lock()
+	if len(cm.queue) > 0 {
+		next := cm.queue[0]
+		next.lead = true
+		next.wake <- struct{}{}
+	} else {
+		cm.leader = false
+	}
+	cm.mu.Unlock()
+	return r.err
+}
+
+func (cm *committer) write(ctx context.Context, batch []*commitReq) {
+	ctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	defer cancel()
+	cs := make([]model.Consent, len(batch))
+	for i, b := range batch {
+		cs[i] = b.c
+	}
+	err := cm.save(ctx, cs)
+	if err == nil || len(batch) == 1 {
+		for _, b := range batch {
+			b.err = err
+		}
+		return
+	}
+	for _, b := range batch {
+		b.err = cm.save(ctx, []model.Consent{b.c})
+	}
+}

@@ -1,0 +1,148 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/data-api/data-api/model"
+)
+
+// fakeRepo is an in-memory Repository for the service's own tests: it records
+// what was written and fails on demand.
+type fakeRepo struct {
+	mu        sync.Mutex
+	messages  []model.StoredMessage
+	decisions []model.Decision
+	erasures  []model.Erasure
+	nextID    int64
+	saveCalls int
+
+	// failSave, when set, decides whether a SaveConsents call fails.
+	failSave func(cs []model.Consent) bool
+	// beforeSave, when set, runs at the start of SaveConsents, outside the lock.
+	beforeSave func()
+}
+
+var errDisk = errors.Join(model.ErrUnavailable, errors.New("disk on fire"))
+
+func (r *fakeRepo) SaveConsents(_ context.Context, cs []model.Consent) error {
+	if r.beforeSave != nil {
+		r.beforeSave()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.saveCalls++
+	if r.failSave != nil && r.failSave(cs) {
+		return errDisk
+	}
+	for _, c := range cs {
+		for _, m := range c.Messages {
+			r.nextID++
+			r.messages = append(r.messages, model.StoredMessage{ID: r.nextID, Message: m})
+		}
+		r.decisions = append(r.decisions, c.Decision)
+	}
+	return nil
+}
+
+func (r *fakeRepo) Withdraw(_ context.Context, d model.Decision) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := len(r.messages)
+	r.messages = slices.DeleteFunc(r.messages, func(m model.StoredMessage) bool { return m.DialogueID == d.DialogueID })
+	deleted := n - len(r.messages)
+	d.Messages += deleted
+	r.decisions = append(r.decisions, d)
+	return deleted, nil
+}
+
+func (r *fakeRepo) LatestDecision(_ context.Context, id string) (model.Decision, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := len(r.decisions) - 1; i >= 0; i-- {
+		if r.decisions[i].DialogueID == id {
+			return r.decisions[i], nil
+		}
+	}
+	return model.Decision{}, model.Errorf(model.ErrNotFound, "no decision")
+}
+
+func (r *fakeRepo) DialogueOwner(_ context.Context, id string) (string, bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := len(r.decisions) - 1; i >= 0; i-- {
+		if d := r.decisions[i]; d.DialogueID == id && d.CustomerID != "" {
+			return d.CustomerID, true, nil
+		}
+	}
+	return "", false, nil
+}
+
+func (r *fakeRepo) Messages(context.Context, model.Query) ([]model.StoredMessage, error) {
+	return nil, errors.New("not used")
+}
+
+func (r *fakeRepo) Export(context.Context, model.Filter, func(model.StoredMessage) error) error {
+	return errors.New("not used")
+}
+
+func (r *fakeRepo) EraseCustomer(_ context.Context, e model.Erasure) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := len(r.messages)
+	r.messages = slices.DeleteFunc(r.messages, func(m model.StoredMessage) bool { return m.CustomerID == e.CustomerID })
+	e.Messages = n - len(r.messages)
+	r.erasures = append(r.erasures, e)
+	return e.Messages, nil
+}
+
+func (r *fakeRepo) DeleteCreatedBefore(context.Context, time.Time, int) (int, error) {
+	return 0, errors.New("not used")
+}
+
+func (r *fakeRepo) Ping(context.Context) error { return nil }
+
+// stored returns the texts stored for a dialogue, in order.
+func (r *fakeRepo) stored(dialogueID string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, m := range r.messages {
+		if m.DialogueID == dialogueID {
+			out = append(out, m.Text)
+		}
+	}
+	return out
+}
+
+// clock is a fake clock safe for concurrent use.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock {
+	return &clock{now: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// queued returns how many consents wait for the committer.
+func (cm *committer) queued() int {
+	cm.mu.Lock()
+	defer cm.mu.Unlock()
+	return len(cm.queue)
+}
