@@ -134,8 +134,9 @@ func CanonicalLanguage(s string) (string, error) {
 	if s == "" {
 		return "", fmt.Errorf("is required: a BCP 47 language tag such as \"en\" or \"pt-BR\"")
 	}
+	// x/text also takes "_" as a separator; BCP 47 does not.
 	tag, err := language.Parse(s)
-	if err != nil {
+	if err != nil || strings.IndexByte(s, '_') >= 0 {
 		return "", fmt.Errorf("is not a well-formed BCP 47 language tag, such as \"en\" or \"pt-BR\"")
 	}
 	c := tag.String()

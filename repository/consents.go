@@ -1,0 +1,126 @@
+package repository
+
+import (
+	"context"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/data-api/data-api/model"
+)
+
+// insertBatch is the most rows one INSERT writes: 1000 rows of 6 columns stay
+// far below SQLite's 32766 and PostgreSQL's 65535 parameters per statement.
+// (Measured: GORM's batched Create runs as fast as a hand-built multi-row
+// INSERT; SQLite's own work dominates.)
+const insertBatch = 1000
+
+// SaveConsents writes the messages and the ledger entry of every consent in
+// one transaction, all or nothing, committed durably before it returns.
+func (db *DB) SaveConsents(ctx context.Context, cs []model.Consent) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	var msgs []messageRow
+	ledger := make([]consentRow, len(cs))
+	for i, c := range cs {
+		for _, m := range c.Messages {
+			msgs = append(msgs, messageRow{
+				CustomerID: m.CustomerID,
+				DialogueID: m.DialogueID,
+				Language:   m.Language,
+				Text:       m.Text,
+				CreatedAt:  m.CreatedAt.UnixNano(),
+			})
+		}
+		ledger[i] = toConsentRow(c.Decision)
+	}
+	err := db.writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if len(msgs) > 0 {
+			if err := tx.CreateInBatches(msgs, insertBatch).Error; err != nil {
+				return err
+			}
+		}
+		return tx.CreateInBatches(ledger, insertBatch).Error
+	})
+	if err != nil {
+		return unavailable(ctx, "save consents", err)
+	}
+	return nil
+}
+
+// Withdraw hard-deletes every stored message of d.DialogueID and appends d to
+// the ledger in one transaction. The ledger entry's Messages is d.Messages
+// plus the number deleted; Withdraw returns the number deleted.
+func (db *DB) Withdraw(ctx context.Context, d model.Decision) (int, error) {
+	var deleted int
+	err := db.writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Exec("DELETE FROM messages WHERE dialogue_id = ?", d.DialogueID)
+		if res.Error != nil {
+			return res.Error
+		}
+		deleted = int(res.RowsAffected)
+		d.Messages += deleted
+		row := toConsentRow(d)
+		return tx.Create(&row).Error
+	})
+	if err != nil {
+		return 0, unavailable(ctx, "withdraw consent", err)
+	}
+	return deleted, nil
+}
+
+// LatestDecision returns the newest ledger entry of a dialogue, or an error
+// of kind model.ErrNotFound.
+func (db *DB) LatestDecision(ctx context.Context, dialogueID string) (model.Decision, error) {
+	var r consentRow
+	res := db.reader.WithContext(ctx).Raw(
+		"SELECT id, dialogue_id, customer_id, consent, decided_at, messages, key_name FROM consents"+
+			" WHERE dialogue_id = ? ORDER BY id DESC LIMIT 1", dialogueID).Scan(&r)
+	switch {
+	case res.Error != nil:
+		return model.Decision{}, unavailable(ctx, "read consent decision", res.Error)
+	case res.RowsAffected == 0:
+		return model.Decision{}, model.Errorf(model.ErrNotFound, "no consent decision is recorded for this dialogue")
+	}
+	return model.Decision{
+		DialogueID: r.DialogueID,
+		CustomerID: r.CustomerID,
+		Consent:    r.Consent,
+		DecidedAt:  fromNanos(r.DecidedAt),
+		Messages:   r.Messages,
+		KeyName:    r.KeyName,
+	}, nil
+}
+
+// DialogueOwner returns the customer a decided dialogue belongs to; ok is
+// false when no decision names a customer for it.
+func (db *DB) DialogueOwner(ctx context.Context, dialogueID string) (customerID string, ok bool, err error) {
+	var ids []string
+	err = db.reader.WithContext(ctx).Raw(
+		"SELECT customer_id FROM consents WHERE dialogue_id = ? AND customer_id <> '' ORDER BY id DESC LIMIT 1",
+		dialogueID).Scan(&ids).Error
+	if err != nil {
+		return "", false, unavailable(ctx, "read dialogue owner", err)
+	}
+	if len(ids) == 0 {
+		return "", false, nil
+	}
+	return ids[0], true, nil
+}
+
+func toConsentRow(d model.Decision) consentRow {
+	return consentRow{
+		DialogueID: d.DialogueID,
+		CustomerID: d.CustomerID,
+		Consent:    d.Consent,
+		DecidedAt:  d.DecidedAt.UnixNano(),
+		Messages:   d.Messages,
+		KeyName:    d.KeyName,
+	}
+}
+
+// fromNanos returns the UTC time of Unix nanoseconds ns.
+func fromNanos(ns int64) time.Time {
+	return time.Unix(0, ns).UTC()
+}

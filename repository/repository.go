@@ -1,0 +1,172 @@
+// Package repository stores consented messages, the consent ledger and the
+// erasure records in a SQL database through GORM. It is the only package that
+// knows about SQL; it speaks the model package's types and error vocabulary.
+//
+// Every write goes through one writer connection and every read through a
+// separate pool of read-only connections, so that readers never wait for a
+// writer and writes are serialised in the order they were made. The queries
+// are plain SQL that runs on SQLite and PostgreSQL alike; what differs
+// between engines lives in a dialect (see sqlite.go).
+package repository
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/data-api/data-api/model"
+)
+
+// defaultMaxReaders is the size of the reader pool when Options.MaxReaders
+// is not positive.
+const defaultMaxReaders = 4
+
+// Options says which database to open and how.
+type Options struct {
+	Driver     string       // "sqlite"
+	DSN        string       // for "sqlite", the path of the database file
+	MaxReaders int          // read connections; 4 when not positive
+	Logger     *slog.Logger // receives SQL statements, without their parameters, at debug level; nil discards
+}
+
+// DB is the database of consented messages. It is safe for concurrent use.
+type DB struct {
+	writer *gorm.DB // one connection: every write, in the order made
+	reader *gorm.DB // a pool of read-only connections
+	// scrub purges what the engine keeps of deleted rows outside its tables.
+	scrub func(ctx context.Context, writer *gorm.DB) error
+}
+
+// dialect holds what differs between database engines: how to connect the
+// writer and the read-only readers, and how to scrub deleted rows.
+type dialect struct {
+	writer, reader gorm.Dialector
+	scrub          func(ctx context.Context, writer *gorm.DB) error
+}
+
+// Open opens the database o describes, creating and migrating its schema as
+// needed. The caller must Close the DB.
+func Open(ctx context.Context, o Options) (*DB, error) {
+	var (
+		d   dialect
+		err error
+	)
+	switch o.Driver {
+	case "sqlite":
+		d, err = newSQLite(o.DSN)
+	default:
+		err = fmt.Errorf("unknown database driver %q", o.Driver)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	readers := o.MaxReaders
+	if readers <= 0 {
+		readers = defaultMaxReaders
+	}
+
+	db := &DB{scrub: d.scrub}
+	if db.writer, err = openPool(d.writer, 1, log); err != nil {
+		return nil, fmt.Errorf("open database writer: %w", err)
+	}
+	if err := migrate(ctx, db.writer); err != nil {
+		return nil, errors.Join(fmt.Errorf("migrate database: %w", err), closePool(db.writer))
+	}
+	if db.reader, err = openPool(d.reader, readers, log); err != nil {
+		return nil, errors.Join(fmt.Errorf("open database readers: %w", err), closePool(db.writer))
+	}
+	if err := db.Ping(ctx); err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
+	return db, nil
+}
+
+// openPool opens a GORM handle on a pool of at most n connections.
+func openPool(d gorm.Dialector, n int, log *slog.Logger) (*gorm.DB, error) {
+	g, err := gorm.Open(d, &gorm.Config{
+		Logger: gormLogger{log},
+		// Each write that takes more than one statement runs in a
+		// transaction of our own; a single statement is atomic by itself.
+		SkipDefaultTransaction: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	pool, err := g.DB()
+	if err != nil {
+		return nil, err
+	}
+	pool.SetMaxOpenConns(n)
+	pool.SetMaxIdleConns(n)
+	return g, nil
+}
+
+func closePool(g *gorm.DB) error {
+	pool, err := g.DB()
+	if err != nil {
+		return err
+	}
+	return pool.Close()
+}
+
+// Close closes every connection, the writer last.
+func (db *DB) Close() error {
+	return errors.Join(closePool(db.reader), closePool(db.writer))
+}
+
+// Ping checks that the database answers a query on a read connection.
+func (db *DB) Ping(ctx context.Context) error {
+	var one int
+	if err := db.reader.WithContext(ctx).Raw("SELECT 1").Scan(&one).Error; err != nil {
+		return unavailable(ctx, "ping database", err)
+	}
+	return nil
+}
+
+// unavailable wraps a database error as model.ErrUnavailable for op, keeping
+// the context's error detectable when ctx has ended.
+func unavailable(ctx context.Context, op string, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		err = fmt.Errorf("%w (%w)", cerr, err)
+	}
+	return fmt.Errorf("%s: %w: %w", op, model.ErrUnavailable, err)
+}
+
+// gormLogger hands GORM's statement traces to slog at debug level: timing and
+// row counts only. GORM interpolates parameters into the statements it
+// traces, and parameters hold message text and identifiers, so no statement
+// is ever logged.
+type gormLogger struct{ log *slog.Logger }
+
+func (l gormLogger) LogMode(logger.LogLevel) logger.Interface { return l }
+
+// Info, Warn and Error log GORM's own format string only: its arguments may
+// hold values.
+func (l gormLogger) Info(ctx context.Context, msg string, _ ...any) {
+	l.log.DebugContext(ctx, "gorm: "+msg)
+}
+
+func (l gormLogger) Warn(ctx context.Context, msg string, _ ...any) {
+	l.log.DebugContext(ctx, "gorm: "+msg)
+}
+
+func (l gormLogger) Error(ctx context.Context, msg string, _ ...any) {
+	l.log.DebugContext(ctx, "gorm: "+msg)
+}
+
+func (l gormLogger) Trace(ctx context.Context, begin time.Time, fc func() (string, int64), err error) {
+	if !l.log.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
+	_, rows := fc()
+	l.log.DebugContext(ctx, "sql", "rows", rows, "duration", time.Since(begin), "failed", err != nil)
+}

@@ -1,0 +1,51 @@
+package repository
+
+import (
+	"context"
+
+	"gorm.io/gorm"
+)
+
+// messageRow is a consented message. CreatedAt is in UTC Unix nanoseconds,
+// so that the order is exact whatever the time zone. Each index serves one
+// combination of filters in newest-first keyset order.
+type messageRow struct {
+	ID         int64  `gorm:"primaryKey;autoIncrement;index:messages_created_id,priority:2;index:messages_language_created_id,priority:3;index:messages_customer_created_id,priority:3;index:messages_customer_language_created_id,priority:4"`
+	CustomerID string `gorm:"not null;check:customer_id <> '';index:messages_customer_created_id,priority:1;index:messages_customer_language_created_id,priority:1"`
+	DialogueID string `gorm:"not null;check:dialogue_id <> '';index:messages_dialogue"`
+	Language   string `gorm:"not null;index:messages_language_created_id,priority:1;index:messages_customer_language_created_id,priority:2"`
+	Text       string `gorm:"not null;check:text <> ''"`
+	CreatedAt  int64  `gorm:"not null;autoCreateTime:false;index:messages_created_id,priority:1;index:messages_language_created_id,priority:2;index:messages_customer_created_id,priority:2;index:messages_customer_language_created_id,priority:3"`
+}
+
+func (messageRow) TableName() string { return "messages" }
+
+// consentRow is an entry of the append-only consent ledger; the newest entry
+// of a dialogue has the highest ID.
+type consentRow struct {
+	ID         int64  `gorm:"primaryKey;autoIncrement;index:consents_dialogue_id,priority:2"`
+	DialogueID string `gorm:"not null;check:dialogue_id <> '';index:consents_dialogue_id,priority:1"`
+	CustomerID string `gorm:"not null"`
+	Consent    bool   `gorm:"not null"`
+	DecidedAt  int64  `gorm:"not null"`
+	Messages   int    `gorm:"not null"`
+	KeyName    string `gorm:"not null"`
+}
+
+func (consentRow) TableName() string { return "consents" }
+
+// erasureRow records a customer's erasure.
+type erasureRow struct {
+	ID         int64  `gorm:"primaryKey;autoIncrement"`
+	CustomerID string `gorm:"not null"`
+	ErasedAt   int64  `gorm:"not null"`
+	Messages   int    `gorm:"not null"`
+	KeyName    string `gorm:"not null"`
+}
+
+func (erasureRow) TableName() string { return "erasures" }
+
+// migrate creates or updates the tables and their indexes.
+func migrate(ctx context.Context, writer *gorm.DB) error {
+	return writer.WithContext(ctx).AutoMigrate(&messageRow{}, &consentRow{}, &erasureRow{})
+}

@@ -1,0 +1,234 @@
+package repository
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/data-api/data-api/model"
+)
+
+func TestSQLitePragmas(t *testing.T) {
+	db := openSQLite(t)
+	for _, tc := range []struct {
+		name string
+		pool func() (*sql.DB, error)
+		want map[string]string
+	}{
+		{"writer", db.writer.DB, map[string]string{"journal_mode": "wal", "synchronous": "2", "secure_delete": "1", "busy_timeout": "5000", "query_only": "0"}},
+		{"reader", db.reader.DB, map[string]string{"journal_mode": "wal", "synchronous": "2", "secure_delete": "1", "busy_timeout": "5000", "query_only": "1"}},
+	} {
+		pool, err := tc.pool()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Hold several connections at once so that each is a distinct one.
+		var conns []*sql.Conn
+		for range 2 {
+			conn, err := pool.Conn(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, conn)
+			if tc.name == "writer" {
+				break
+			}
+		}
+		for i, conn := range conns {
+			for pragma, want := range tc.want {
+				var got string
+				if err := conn.QueryRowContext(t.Context(), "PRAGMA "+pragma).Scan(&got); err != nil {
+					t.Fatalf("%s %d: PRAGMA %s: %v", tc.name, i, pragma, err)
+				}
+				if got != want {
+					t.Errorf("%s %d: PRAGMA %s = %s, want %s", tc.name, i, pragma, got, want)
+				}
+			}
+			conn.Close()
+		}
+	}
+}
+
+func TestSQLiteQueryPlans(t *testing.T) {
+	db := openSQLite(t)
+	after := &model.Position{CreatedAt: t0, ID: 7}
+	type query struct {
+		name string
+		sql  string
+		args []any
+	}
+	var queries []query
+	for _, f := range []model.Filter{{}, {Language: "en"}, {CustomerID: "c1"}, {Language: "en", CustomerID: "c1"}} {
+		for _, a := range []*model.Position{nil, after} {
+			sql, args := selectMessages(f, a, 100)
+			queries = append(queries, query{sql, sql, args})
+		}
+	}
+	queries = append(queries,
+		query{"retention", "SELECT id FROM messages WHERE created_at < ? ORDER BY created_at, id LIMIT ?", []any{1, 2}},
+		query{"withdrawal", "SELECT id FROM messages WHERE dialogue_id = ?", []any{"d1"}},
+		query{"latest decision", "SELECT id FROM consents WHERE dialogue_id = ? ORDER BY id DESC LIMIT 1", []any{"d1"}},
+	)
+	for _, q := range queries {
+		var details []string
+		rows, err := db.reader.Raw("EXPLAIN QUERY PLAN "+q.sql, q.args...).Rows()
+		if err != nil {
+			t.Fatalf("%s: %v", q.name, err)
+		}
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			details = append(details, detail)
+		}
+		rows.Close()
+		plan := strings.Join(details, "; ")
+		if !strings.Contains(plan, " INDEX ") || strings.Contains(plan, "TEMP B-TREE") {
+			t.Errorf("%s:\n got plan %q, want an index and no temporary b-tree", q.name, plan)
+		}
+	}
+}
+
+// TestSQLiteErasureLeavesNoTrace checks that erased text is in no file of the
+// database once EraseCustomer returns, neither in the database file nor in
+// the write-ahead log.
+func TestSQLiteErasureLeavesNoTrace(t *testing.T) {
+	dir := t.TempDir()
+	db := openSQLiteAt(t, filepath.Join(dir, "test.db"))
+	canary := "canary-" + time.Now().Format(time.RFC3339Nano) + "-b7e1"
+	var msgs []model.Message
+	for i := range 50 {
+		text := "filler"
+		if i == 25 {
+			text = canary
+		}
+		msgs = append(msgs, msg("c1", "d1", "en", text, int64(i)))
+	}
+	save(t, db, consent(msgs...), consent(msg("c2", "d2", "en", "other", 0)))
+
+	found := func() []string {
+		var in []string
+		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			if bytes.Contains(b, []byte(canary)) {
+				in = append(in, filepath.Base(path))
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in
+	}
+	// Erasing another customer checkpoints the canary into the database
+	// file, so that erasing its own also tests secure_delete there.
+	if _, err := db.EraseCustomer(t.Context(), model.Erasure{CustomerID: "c2", ErasedAt: t0}); err != nil {
+		t.Fatalf("EraseCustomer: %v", err)
+	}
+	if in := found(); len(in) != 1 || in[0] != "test.db" {
+		t.Fatalf("before erasure the canary is in %q, want [test.db]", in)
+	}
+	if _, err := db.EraseCustomer(t.Context(), model.Erasure{CustomerID: "c1", ErasedAt: t0}); err != nil {
+		t.Fatalf("EraseCustomer: %v", err)
+	}
+	if in := found(); len(in) > 0 {
+		t.Errorf("after erasure the canary is in %q, want nowhere", in)
+	}
+}
+
+func TestSQLiteReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "test.db")
+	db := openSQLiteAt(t, path)
+	save(t, db, consent(msg("c1", "d1", "en", "kept", 1)))
+	if err := db.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	db = openSQLiteAt(t, path)
+	if got := texts(all(t, db, model.Filter{})); len(got) != 1 || got[0] != "kept" {
+		t.Errorf("after reopening got %q, want [kept]", got)
+	}
+	info, err := os.Stat(path)
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("database file mode: got %v, %v; want -rw-------", info.Mode(), err)
+	}
+}
+
+func TestSQLiteLogsNoText(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	db, err := Open(t.Context(), Options{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "test.db"), Logger: log})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer db.Close()
+	const secret, customer, dialogue = "secret-text-4f1d", "cust-9b2e", "dlg-61c0"
+	save(t, db, consent(msg(customer, dialogue, "en", secret, 1)))
+	if _, err := db.Messages(t.Context(), model.Query{Filter: model.Filter{Language: secret}, Limit: 1}); err != nil {
+		t.Fatalf("Messages: %v", err)
+	}
+	if _, err := db.Withdraw(context.Background(), model.Decision{DialogueID: dialogue, DecidedAt: t0}); err != nil {
+		t.Fatalf("Withdraw: %v", err)
+	}
+	if !strings.Contains(buf.String(), "msg=sql") {
+		t.Errorf("the debug log traces no statement: %q", buf.String())
+	}
+	for _, s := range []string{secret, customer, dialogue} {
+		if strings.Contains(buf.String(), s) {
+			t.Errorf("the debug log holds %q", s)
+		}
+	}
+}
+
+func TestOpenUnknownDriver(t *testing.T) {
+	if _, err := Open(t.Context(), Options{Driver: "oracle", DSN: "x"}); err == nil {
+		t.Error("Open with an unknown driver succeeded, want an error")
+	}
+}
+
+// TestSQLiteReaderWaitHonoursContext checks that a read waiting for a
+// connection held by an export gives up when its context ends, and that
+// the export, which reads on a connection of its own, still completes.
+func TestSQLiteReaderWaitHonoursContext(t *testing.T) {
+	db, err := Open(t.Context(), Options{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "test.db"), MaxReaders: 1})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer db.Close()
+	save(t, db, consent(msg("c1", "d1", "en", "a", 1), msg("c1", "d1", "en", "b", 2)))
+
+	exporting, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error)
+	go func() {
+		n := 0
+		done <- db.Export(context.Background(), model.Filter{}, func(model.StoredMessage) error {
+			if n++; n == 1 {
+				close(exporting)
+				<-release
+			}
+			return nil
+		})
+	}()
+	<-exporting
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := db.Messages(ctx, model.Query{Limit: 1}); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, model.ErrUnavailable) {
+		t.Errorf("Messages while the only reader is busy: got %v, want context.DeadlineExceeded", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Errorf("Export: %v", err)
+	}
+}
