@@ -1,0 +1,79 @@
+// Package api is Data API's HTTP layer: routing, handlers, middleware,
+// problem responses and the OpenAPI document.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/data-api/data-api/model"
+	"github.com/gin-gonic/gin"
+)
+
+// Dialogues is what the handlers need from the service.
+type Dialogues interface {
+	Ingest(ctx context.Context, m model.Message) (int, error)
+	Consent(ctx context.Context, dialogueID string, consent bool, keyName string) (model.Outcome, error)
+	Decision(ctx context.Context, dialogueID string) (model.Decision, error)
+	Messages(ctx context.Context, q model.Query) ([]model.StoredMessage, bool, error)
+	Export(ctx context.Context, f model.Filter, fn func(model.StoredMessage) error) error
+	Erase(ctx context.Context, customerID, keyName string) (model.ErasureOutcome, error)
+	Ready(ctx context.Context) error
+	Stats() model.Stats
+}
+
+// Options configures the handler.
+type Options struct {
+	Logger       *slog.Logger
+	MaxBodyBytes int64
+	// CursorSecret signs pagination cursors; instances behind one load
+	// balancer need the same secret.
+	CursorSecret []byte
+	// Keys are the accepted API keys. With none, every endpoint is open.
+	Keys []Key
+	// MetricsOpen serves /metrics without a key even when keys exist.
+	MetricsOpen bool
+	Metrics     *Metrics
+}
+
+// Handler serves the Data API over HTTP.
+type Handler struct {
+	engine   *gin.Engine
+	svc      Dialogues
+	o        Options
+	log      *slog.Logger
+	auth     *authenticator
+	cursors  cursorCodec
+	draining atomic.Bool
+}
+
+// NewHandler returns the HTTP handler of the whole API.
+func NewHandler(svc Dialogues, o Options) *Handler {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics()
+	}
+	h := &Handler{
+		svc:     svc,
+		o:       o,
+		log:     o.Logger,
+		auth:    newAuthenticator(o.Keys),
+		cursors: cursorCodec{secret: o.CursorSecret},
+	}
+	o.Metrics.watch(svc)
+	h.engine = h.routes()
+	return h
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.engine.ServeHTTP(w, r)
+}
+
+// Drain makes /readyz answer 503 from now on, so that load balancers stop
+// sending traffic before the server shuts down.
+func (h *Handler) Drain() { h.draining.Store(true) }

@@ -1,0 +1,110 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics is the service's Prometheus registry. No label value ever comes from
+// a path, a query or a body: routes are patterns, statuses and methods are
+// from fixed sets.
+type Metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.HistogramVec
+	writes   *prometheus.HistogramVec
+}
+
+// NewMetrics returns a registry with the Go runtime and process collectors.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "data_api_http_request_duration_seconds",
+			Help:    "HTTP requests by route pattern, method and status; _count is the request count.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route", "method", "status"}),
+		writes: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "data_api_db_write_duration_seconds",
+			Help:    "Database write transactions by operation (consent, withdraw, erase, retention).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"op"}),
+	}
+	m.reg.MustRegister(m.requests, m.writes,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// ObserveWrite records how long a database write took.
+func (m *Metrics) ObserveWrite(op string, d time.Duration) {
+	m.writes.WithLabelValues(op).Observe(d.Seconds())
+}
+
+func (m *Metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// watch exposes svc's gauges and totals, read at each scrape.
+func (m *Metrics) watch(svc Dialogues) {
+	m.reg.MustRegister(statsCollector{svc})
+}
+
+var knownMethods = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true,
+	http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true,
+}
+
+func (m *Metrics) instrument(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	method := c.Request.Method
+	if !knownMethods[method] {
+		method = "other"
+	}
+	m.requests.WithLabelValues(route(c), method, strconv.Itoa(c.Writer.Status())).Observe(time.Since(start).Seconds())
+}
+
+var (
+	descPendingDialogues = prometheus.NewDesc("data_api_pending_dialogues", "Dialogues held in memory awaiting a consent decision.", nil, nil)
+	descPendingMessages  = prometheus.NewDesc("data_api_pending_messages", "Messages held in memory awaiting a consent decision.", nil, nil)
+	descEvictions        = prometheus.NewDesc("data_api_pending_evictions_total", "Pending dialogues dropped without a decision, by cause (ttl, erasure).", []string{"cause"}, nil)
+	descRejections       = prometheus.NewDesc("data_api_ingest_rejections_total", "Messages refused by a cap, by cause (max_pending, max_messages).", []string{"cause"}, nil)
+	descConsents         = prometheus.NewDesc("data_api_consents_total", "Consent decisions recorded, by decision.", []string{"decision"}, nil)
+	descStored           = prometheus.NewDesc("data_api_messages_stored_total", "Messages persisted by consents.", nil, nil)
+	descDeleted          = prometheus.NewDesc("data_api_messages_deleted_total", "Stored messages deleted, by cause (withdrawal, erasure, retention).", []string{"cause"}, nil)
+)
+
+type statsCollector struct{ svc Dialogues }
+
+func (statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPendingDialogues, descPendingMessages, descEvictions, descRejections, descConsents, descStored, descDeleted} {
+		ch <- d
+	}
+}
+
+func (s statsCollector) Collect(ch chan<- prometheus.Metric) {
+	st := s.svc.Stats()
+	gauge := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge(descPendingDialogues, st.PendingDialogues)
+	gauge(descPendingMessages, st.PendingMessages)
+	counter(descEvictions, st.EvictedTTL, "ttl")
+	counter(descEvictions, st.EvictedErasure, "erasure")
+	counter(descRejections, st.RejectedFull, "max_pending")
+	counter(descRejections, st.RejectedLimit, "max_messages")
+	counter(descConsents, st.ConsentsTrue, "true")
+	counter(descConsents, st.ConsentsFalse, "false")
+	counter(descStored, st.StoredMessages)
+	counter(descDeleted, st.WithdrawnMessages, "withdrawal")
+	counter(descDeleted, st.ErasedMessages, "erasure")
+	counter(descDeleted, st.RetentionDeletedMessages, "retention")
+}

@@ -1,0 +1,45 @@
+package api
+
+import (
+	"github.com/gin-gonic/gin"
+)
+
+// routes builds the engine with the whole route table.
+func (h *Handler) routes() *gin.Engine {
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.HandleMethodNotAllowed = true
+	e.RedirectTrailingSlash = false
+	e.RedirectFixedPath = false
+
+	e.Use(h.requestID, h.logRequests, h.recoverPanic, h.o.Metrics.instrument)
+
+	ingest, analyst, admin := h.require(roleIngest), h.require(roleAnalyst), h.require(roleAdmin)
+	metrics := h.require("")
+	if h.o.MetricsOpen {
+		metrics = func(*gin.Context) {}
+	}
+	e.POST("/data/:customerId/:dialogId", ingest, h.handle(h.ingest))
+	e.POST("/consents/:dialogId", ingest, h.handle(h.consent))
+	e.GET("/data", analyst, h.handle(h.query))
+	e.GET("/data/", analyst, h.handle(h.query))
+	e.GET("/data/export", analyst, h.handle(h.export))
+	e.GET("/consents/:dialogId", analyst, h.handle(h.decision))
+	e.DELETE("/customers/:customerId/data", admin, h.handle(h.erase))
+	e.GET("/healthz", h.handle(h.healthz))
+	e.GET("/readyz", h.handle(h.readyz))
+	e.GET("/metrics", metrics, gin.WrapH(h.o.Metrics.handler()))
+	e.GET("/openapi.json", h.openAPI)
+
+	e.NoRoute(h.handle(noRoute))
+	e.NoMethod(h.handle(noMethod))
+	return e
+}
+
+func noRoute(c *gin.Context) error {
+	return fail(errNoRoute, "no endpoint matches this path; see /openapi.json")
+}
+
+func noMethod(c *gin.Context) error {
+	return fail(errMethodNotAllowed, "this path does not accept "+c.Request.Method+"; see /openapi.json")
+}

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"go/build"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/data-api/data-api/"
+
+// TestLayers checks the dependency rule mechanically: arrows point
+// cmd → api, service, repository, config → model, and each technology stays
+// in its one package.
+func TestLayers(t *testing.T) {
+	rules := map[string]struct {
+		internal []string // packages of this module it may import
+		external []string // prefixes of other modules it may import
+	}{
+		"model":      {nil, []string{"golang.org/x/text/"}},
+		"service":    {[]string{"model"}, nil},
+		"repository": {[]string{"model"}, []string{"gorm.io/", "github.com/mattn/go-sqlite3", "github.com/jackc/"}},
+		"api":        {[]string{"model"}, []string{"github.com/gin-gonic/gin", "github.com/prometheus/"}},
+		"config":     {nil, []string{"github.com/spf13/viper", "github.com/go-viper/", "go.yaml.in/yaml/"}},
+	}
+	for dir, rule := range rules {
+		pkg, err := build.ImportDir(filepath.Join("..", "..", dir), 0)
+		if err != nil {
+			t.Fatalf("%s: %v", dir, err)
+		}
+		for _, imp := range pkg.Imports {
+			if !strings.Contains(strings.Split(imp, "/")[0], ".") {
+				continue // standard library
+			}
+			if rest, ok := strings.CutPrefix(imp, module); ok {
+				if !slices.Contains(rule.internal, rest) {
+					t.Errorf("%s imports %s: the arrow points the wrong way", dir, rest)
+				}
+				continue
+			}
+			if !slices.ContainsFunc(rule.external, func(p string) bool { return strings.HasPrefix(imp, p) }) {
+				t.Errorf("%s imports %s, which belongs elsewhere", dir, imp)
+			}
+		}
+	}
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRun starts the real binary's entry point on a free port with a SQLite
+// file, walks the whole flow over HTTP, then stops it with SIGTERM and
+// requires a clean return.
+func TestRun(t *testing.T) {
+	addr := freeAddr(t)
+	dir := t.TempDir()
+	environ := []string{
+		"DATA_API_SERVER_ADDR=" + addr,
+		"DATA_API_DATABASE_DSN=" + filepath.Join(dir, "db", "data-api.db"),
+		"DATA_API_AUTH_KEYS=" + `[{"name":"bot","key":"bot-secret-0123456789","roles":["ingest"]},` +
+			`{"name":"ana","key":"ana-secret-0123456789","roles":["analyst","admin"]}]`,
+		"DATA_API_LOG_LEVEL=debug",
+	}
+	logs := &lockedBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(context.Background(), nil, environ, logs) }()
+
+	base := "http://" + addr
+	waitReady(t, base, done)
+	bot, ana := "bot-secret-0123456789", "ana-secret-0123456789"
+
+	call := func(method, path, key, body string, want int) map[string]any {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != want {
+			t.Fatalf("%s %s: %d, want %d; %s", method, path, resp.StatusCode, want, b)
+		}
+		var m map[string]any
+		_ = json.Unmarshal(b, &m)
+		return m
+	}
+	call("POST", "/data/cust-1/dlg-1", bot, `{"text": "I need help", "language": "EN"}`, 202)
+	call("POST", "/data/cust-1/dlg-1", bot, `{"text": "with my order", "language": "en"}`, 202)
+	call("POST", "/data/cust-1/dlg-1", ana, `{"text": "x", "language": "en"}`, 403)
+	if got := call("POST", "/consents/dlg-1", bot, "true", 200); got["storedMessages"] != 2.0 {
+		t.Fatalf("consent: %v", got)
+	}
+	page := call("GET", "/data?language=en&customerId=cust-1", ana, "", 200)
+	if data := page["data"].([]any); len(data) != 2 || data[0].(map[string]any)["text"] != "with my order" {
+		t.Fatalf("query: %v", page)
+	}
+	if got := call("GET", "/consents/dlg-1", ana, "", 200); got["consent"] != true {
+		t.Fatalf("proof: %v", got)
+	}
+	if got := call("POST", "/consents/dlg-1", bot, "false", 200); got["deletedMessages"] != 2.0 {
+		t.Fatalf("withdrawal: %v", got)
+	}
+	call("DELETE", "/customers/cust-1/data", ana, "", 200)
+
+	if err := syscall.Kill(syscall.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run returned %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after SIGTERM")
+	}
+	for _, secret := range []string{bot, ana, "I need help", "with my order", "cust-1", "dlg-1"} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("the log holds %q", secret)
+		}
+	}
+	for _, want := range []string{"no API keys configured", "listening", "stopped"} {
+		if want == "no API keys configured" {
+			if strings.Contains(logs.String(), want) {
+				t.Errorf("keys are configured, yet the log warns %q", want)
+			}
+			continue
+		}
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the log lacks %q", want)
+		}
+	}
+}
+
+func TestRunWarnsWithoutKeysAndStopsOnCancel(t *testing.T) {
+	addr := freeAddr(t)
+	environ := []string{
+		"DATA_API_SERVER_ADDR=" + addr,
+		"DATA_API_DATABASE_DSN=" + filepath.Join(t.TempDir(), "data-api.db"),
+	}
+	logs := &lockedBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, environ, logs) }()
+	waitReady(t, "http://"+addr, done)
+	if err := run(ctx, []string{"-probe", "http://" + addr + "/readyz"}, nil, io.Discard); err != nil {
+		t.Fatalf("probe of a ready server: %v", err)
+	}
+	if err := run(ctx, []string{"-probe", "http://" + addr + "/nowhere"}, nil, io.Discard); err == nil {
+		t.Fatal("probe of a 404 succeeded")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run returned %v", err)
+	}
+	if !strings.Contains(logs.String(), "no API keys configured") {
+		t.Fatal("no warning that the service runs without authentication")
+	}
+}
+
+func TestRunRefusesInvalidConfig(t *testing.T) {
+	err := run(context.Background(), nil, []string{"DATA_API_DIALOGUES_SHARDS=6", "DATA_API_DIALOGUES_TTL=30"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "dialogues.shards") || !strings.Contains(err.Error(), "dialogues.ttl") {
+		t.Fatalf("run with invalid config: %v; want both keys named", err)
+	}
+	err = run(context.Background(), []string{"--config", filepath.Join(t.TempDir(), "missing.yaml")}, nil, io.Discard)
+	if err == nil {
+		t.Fatal("run with a missing --config file succeeded")
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitReady(t *testing.T, base string, done <-chan error) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v", err)
+		default:
+		}
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // polling a server that is starting
+	}
+	t.Fatal("the server never became ready")
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
