@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/data-api/data-api/api"
+	"github.com/data-api/data-api/config"
+	"github.com/data-api/data-api/repository"
+	"github.com/data-api/data-api/service"
+)
+
+// newService serves the real Data API, wired as cmd/data-api wires it with
+// the default configuration, over a fresh SQLite database.
+func newService(t *testing.T) *httptest.Server {
+	t.Helper()
+	cfg, err := config.Load("", nil)
+	if err != nil {
+		t.Fatalf("config.Load: %v", err)
+	}
+	db, err := repository.Open(t.Context(), repository.Options{
+		Driver:     cfg.Database.Driver,
+		DSN:        filepath.Join(t.TempDir(), "data-api.db"),
+		MaxReaders: cfg.Database.MaxReaders,
+	})
+	if err != nil {
+		t.Fatalf("repository.Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Errorf("close database: %v", err)
+		}
+	})
+	metrics := api.NewMetrics()
+	svc := service.New(db, service.Options{
+		TTL:               cfg.Dialogues.TTL,
+		SweepInterval:     cfg.Dialogues.SweepInterval,
+		MaxPending:        cfg.Dialogues.MaxPending,
+		MaxMessages:       cfg.Dialogues.MaxMessages,
+		Shards:            cfg.Dialogues.Shards,
+		MaxTextBytes:      cfg.Limits.MaxTextBytes,
+		RetentionMaxAge:   cfg.Retention.MaxAge,
+		RetentionInterval: cfg.Retention.Interval,
+		RetentionBatch:    cfg.Retention.BatchSize,
+		CommitBatch:       cfg.Database.CommitBatch,
+		ObserveWrite:      metrics.ObserveWrite,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { svc.Run(ctx) })
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	srv := httptest.NewServer(api.NewHandler(svc, api.Options{
+		MaxBodyBytes: int64(cfg.Limits.MaxBodyBytes),
+		CursorSecret: []byte("data-api-bench test cursor secret"),
+		Metrics:      metrics,
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestRun(t *testing.T) {
+	tests := []struct {
+		name   string
+		args   []string
+		phases int
+	}{
+		{"full", []string{"-duration", "2s", "-analysts", "2", "-export-every", "300ms", "-check-all"}, 1},
+		{"ceiling then ingest, checked through pages", []string{
+			"-ceiling", "-ceiling-duration", "1s", "-duration", "1s", "-mode", "ingest", "-check-via", "pages",
+		}, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newService(t)
+			jsonPath := filepath.Join(t.TempDir(), "report.json")
+			args := append([]string{"-url", srv.URL, "-conns", "8", "-customers", "20", "-messages", "5", "-json", jsonPath}, tt.args...)
+			var out bytes.Buffer
+			if err := run(t.Context(), args, &out); err != nil {
+				t.Fatalf("run: %v\n%s", err, &out)
+			}
+			if strings.Contains(out.String(), filler[:20]) {
+				t.Errorf("the output holds message text:\n%s", &out)
+			}
+
+			b, err := os.ReadFile(jsonPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rep report
+			if err := json.Unmarshal(b, &rep); err != nil {
+				t.Fatalf("report: %v", err)
+			}
+			if len(rep.Phases) != tt.phases {
+				t.Fatalf("got %d phases, want %d\n%s", len(rep.Phases), tt.phases, &out)
+			}
+			for _, p := range rep.Phases {
+				if got := p.endpoint("ingest"); got.Requests == 0 || got.OK == 0 {
+					t.Errorf("%s: got %d ingest requests, %d ok; want some", p.Name, got.Requests, got.OK)
+				}
+			}
+			if rep.Check == nil {
+				t.Fatalf("no consistency check (%s)\n%s", rep.CheckSkipped, &out)
+			}
+			if rep.Check.Dialogues == 0 || rep.Check.failed() {
+				t.Errorf("check: got %+v, want some dialogues and no failure", *rep.Check)
+			}
+			if tt.phases == 3 && (rep.Ceiling == nil || rep.Ceiling.Ratio <= 0) {
+				t.Errorf("got ceiling %+v, want a positive ratio", rep.Ceiling)
+			}
+		})
+	}
+}
+
+func TestParseTarget(t *testing.T) {
+	tests := []struct {
+		raw         string
+		allowRemote bool
+		want        string // "" when refused
+	}{
+		{"http://127.0.0.1:8080", false, "http://127.0.0.1:8080"},
+		{"http://127.9.9.9:8080/", false, "http://127.9.9.9:8080"},
+		{"http://localhost:8080/api/", false, "http://localhost:8080/api"},
+		{"https://LOCALHOST", false, "https://LOCALHOST"},
+		{"http://[::1]:8080", false, "http://[::1]:8080"},
+		{"http://[::ffff:127.0.0.1]:8080", false, "http://[::ffff:127.0.0.1]:8080"},
+		{"http://10.0.0.1:8080", false, ""},
+		{"http://0.0.0.0:8080", false, ""},
+		{"http://example.com", false, ""},
+		{"http://localhost.example.com", false, ""},
+		{"http://127.0.0.1.nip.io", false, ""},
+		{"http://example.com", true, "http://example.com"},
+		{"http://10.0.0.1:8080", true, "http://10.0.0.1:8080"},
+		{"", true, ""},
+		{"127.0.0.1:8080", true, ""},
+		{"ftp://127.0.0.1", true, ""},
+		{"http://user:secret@127.0.0.1", true, ""},
+		{"http://127.0.0.1?x=1", true, ""},
+		{"http://:8080", true, ""},
+	}
+	for _, tt := range tests {
+		u, err := parseTarget(tt.raw, tt.allowRemote)
+		switch {
+		case tt.want == "" && err == nil:
+			t.Errorf("parseTarget(%q, %v) = %s, want an error", tt.raw, tt.allowRemote, u)
+		case tt.want != "" && err != nil:
+			t.Errorf("parseTarget(%q, %v): %v, want %s", tt.raw, tt.allowRemote, err, tt.want)
+		case tt.want != "" && u.String() != tt.want:
+			t.Errorf("parseTarget(%q, %v) = %s, want %s", tt.raw, tt.allowRemote, u, tt.want)
+		}
+	}
+}
+
+// TestRunRefusesRemote checks that run sends nothing to a host that is not
+// loopback without -allow-remote.
+func TestRunRefusesRemote(t *testing.T) {
+	var out bytes.Buffer
+	err := run(t.Context(), []string{"-url", "http://192.0.2.1:8080", "-duration", "1s"}, &out)
+	if err == nil || !strings.Contains(err.Error(), "-allow-remote") {
+		t.Errorf("got %v, want a refusal that names -allow-remote", err)
+	}
+}
+
+func TestVerify(t *testing.T) {
+	l := &loader{}
+	stored := func(seq int64, copies ...int) map[string]int {
+		m := map[string]int{}
+		for i, n := range copies {
+			if n > 0 {
+				m[l.text(seq, i)] = n
+			}
+		}
+		return m
+	}
+	tests := []struct {
+		name   string
+		d      dialogue
+		stored map[string]int
+		want   verdict
+	}{
+		{"true, all stored once", dialogue{seq: 1, consent: true, stored: 2, outcomes: []outcome{acked, acked}}, stored(1, 1, 1), verdict{}},
+		{"true, one missing", dialogue{seq: 1, consent: true, stored: 2, outcomes: []outcome{acked, acked}}, stored(1, 1, 0), verdict{missing: 1}},
+		{"true, one twice", dialogue{seq: 1, consent: true, stored: 2, outcomes: []outcome{acked, acked}}, stored(1, 2, 1), verdict{duplicated: 1}},
+		{"true, refused one stored", dialogue{seq: 1, consent: true, stored: 1, outcomes: []outcome{acked, refused}}, stored(1, 1, 1), verdict{unexpected: 1}},
+		{"true, unanswered one stored or not", dialogue{seq: 1, consent: true, stored: 2, outcomes: []outcome{acked, unknown}}, stored(1, 1, 1), verdict{}},
+		{"true, a text never sent", dialogue{seq: 1, consent: true, stored: 1, outcomes: []outcome{acked}}, map[string]int{l.text(1, 0): 1, l.text(2, 0): 1}, verdict{unexpected: 1}},
+		{"true, wrong storedMessages", dialogue{seq: 1, consent: true, stored: 3, outcomes: []outcome{acked, acked}}, stored(1, 1, 1), verdict{wrongReply: true}},
+		{"false, nothing stored", dialogue{seq: 1, outcomes: []outcome{acked, acked}}, nil, verdict{}},
+		{"false, one stored", dialogue{seq: 1, outcomes: []outcome{acked, acked}}, stored(1, 0, 1), verdict{unexpected: 1}},
+	}
+	for _, tt := range tests {
+		if got := l.verify(tt.d, tt.stored); got != tt.want {
+			t.Errorf("%s: got %+v, want %+v", tt.name, got, tt.want)
+		}
+	}
+}
