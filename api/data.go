@@ -50,6 +50,9 @@ type ingestReply struct {
 }
 
 func (h *Handler) ingest(c *gin.Context) error {
+	if err := noQuery(c); err != nil {
+		return err
+	}
 	body, err := h.readBody(c)
 	if err != nil {
 		return err
@@ -160,6 +163,9 @@ type consentReply struct {
 }
 
 func (h *Handler) consent(c *gin.Context) error {
+	if err := noQuery(c); err != nil {
+		return err
+	}
 	body, err := h.readBody(c)
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -20,7 +21,11 @@ func (h *Handler) parseQuery(c *gin.Context, paged bool) (model.Query, error) {
 	q := model.Query{Limit: model.DefaultLimit}
 	var v model.ValidationError
 	var cursor string
-	for name, values := range c.Request.URL.Query() {
+	params, err := url.ParseQuery(c.Request.URL.RawQuery)
+	if err != nil {
+		return q, fail(model.ErrInvalid, "the query string is malformed; escape reserved characters with %XX")
+	}
+	for name, values := range params {
 		if len(values) > 1 {
 			v.Add(name, "must be given at most once")
 			continue
@@ -44,7 +49,7 @@ func (h *Handler) parseQuery(c *gin.Context, paged bool) (model.Query, error) {
 		}
 	}
 	for _, p := range []struct{ name, val string }{{"language", q.Language}, {"customerId", q.CustomerID}} {
-		if _, given := c.Request.URL.Query()[p.name]; given && p.val == "" {
+		if _, given := params[p.name]; given && p.val == "" {
 			v.Add(p.name, "must not be empty; leave it out to match every value")
 		}
 	}
@@ -74,7 +79,8 @@ func noQuery(c *gin.Context) error {
 		return nil
 	}
 	var v model.ValidationError
-	for name := range c.Request.URL.Query() {
+	params, _ := url.ParseQuery(c.Request.URL.RawQuery)
+	for name := range params {
 		v.Add(name, "is not a known query parameter; this endpoint takes none")
 	}
 	if len(v.Problems) == 0 {

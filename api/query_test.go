@@ -234,3 +234,14 @@ func TestExport(t *testing.T) {
 	wantProblem(t, e.do("GET", "/data/export?limit=5", ""), 400, "limit")
 	wantProblem(t, e.do("GET", "/data/export?language=x_y", ""), 400, "language")
 }
+
+func TestMalformedQueryStringIsRejected(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	seed(t, e, []string{"alice", "bob"}, []string{"en"}, 1)
+	for _, target := range []string{"/data?customerId=%zz", "/data?customerId=alice;x", "/data/export?customerId=%zz", "/consents/d?x=%zz"} {
+		wantProblem(t, e.do("GET", target, ""), 400)
+	}
+	for _, target := range []string{"/data/c/d?debug=1", "/consents/d?force=true"} {
+		wantProblem(t, e.do("POST", target, `{"text": "x", "language": "en"}`), 400)
+	}
+}

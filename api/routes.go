@@ -12,7 +12,7 @@ func (h *Handler) routes() *gin.Engine {
 	e.RedirectTrailingSlash = false
 	e.RedirectFixedPath = false
 
-	e.Use(h.requestID, h.logRequests, h.recoverPanic, h.o.Metrics.instrument)
+	e.Use(h.requestID, h.logRequests, h.o.Metrics.instrument, h.recoverPanic)
 
 	ingest, analyst, admin := h.require(roleIngest), h.require(roleAnalyst), h.require(roleAdmin)
 	metrics := h.require("")

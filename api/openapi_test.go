@@ -1,0 +1,442 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+
+	"github.com/data-api/data-api/api"
+	"github.com/data-api/data-api/model"
+	"github.com/data-api/data-api/service"
+)
+
+// loadOpenAPI parses and validates api/openapi.json.
+func loadOpenAPI(t *testing.T) *openapi3.T {
+	t.Helper()
+	raw, err := os.ReadFile("openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := openapi3.NewLoader().LoadFromData(raw)
+	if err != nil {
+		t.Fatalf("load openapi.json: %v", err)
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		t.Fatalf("openapi.json is not a valid OpenAPI document: %v", err)
+	}
+	return doc
+}
+
+func TestOpenAPIDocumentIsValid(t *testing.T) {
+	doc := loadOpenAPI(t)
+	if got, want := doc.OpenAPI, "3.0.3"; got != want {
+		t.Errorf("openapi: got %q, want %q", got, want)
+	}
+
+	e := newEnv(t, envOptions{})
+	w := e.do("GET", "/openapi.json", "")
+	if w.Code != http.StatusOK {
+		t.Fatalf("GET /openapi.json: got status %d, want 200", w.Code)
+	}
+	if got, want := w.Header().Get("Content-Type"), "application/json"; got != want {
+		t.Errorf("GET /openapi.json Content-Type: got %q, want %q", got, want)
+	}
+	raw, err := os.ReadFile("openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(w.Body.Bytes(), raw) {
+		t.Errorf("GET /openapi.json: got %d bytes that differ from api/openapi.json (%d bytes)", w.Body.Len(), len(raw))
+	}
+}
+
+// TestOpenAPIOperationsAreComplete checks what every operation of the document
+// must say, so that a new endpoint cannot be documented by half.
+func TestOpenAPIOperationsAreComplete(t *testing.T) {
+	doc := loadOpenAPI(t)
+	open := map[string]bool{"/healthz": true, "/readyz": true, "/openapi.json": true}
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			name := method + " " + path
+			if op.OperationID == "" || op.Description == "" {
+				t.Errorf("%s: lacks an operationId or a description", name)
+			}
+			if op.Responses.Status(http.StatusInternalServerError) == nil {
+				t.Errorf("%s: does not document 500", name)
+			}
+			switch {
+			case open[path]:
+				if op.Security == nil || len(*op.Security) != 0 {
+					t.Errorf("%s: got security %v, want [] (no authentication)", name, op.Security)
+				}
+			case op.Responses.Status(http.StatusUnauthorized) == nil:
+				t.Errorf("%s: does not document 401", name)
+			}
+			for code, r := range op.Responses.Map() {
+				if r.Value.Headers["X-Request-ID"] == nil {
+					t.Errorf("%s %s: lacks the X-Request-ID header", name, code)
+				}
+			}
+		}
+	}
+}
+
+// routeKey is one route: a method and a path template in OpenAPI syntax.
+type routeKey struct{ method, path string }
+
+func (k routeKey) String() string { return k.method + " " + k.path }
+
+var ginParam = regexp.MustCompile(`[:*]([A-Za-z0-9_]+)`)
+
+func TestOpenAPIRoutesMatchRouter(t *testing.T) {
+	doc := loadOpenAPI(t)
+	e := newEnv(t, envOptions{})
+
+	documented := map[routeKey]bool{}
+	for path, item := range doc.Paths.Map() {
+		for method := range item.Operations() {
+			documented[routeKey{method, path}] = true
+		}
+	}
+	registered := map[routeKey]bool{}
+	for _, r := range api.Routes(e.handler) {
+		registered[routeKey{r.Method, ginParam.ReplaceAllString(r.Path, "{$1}")}] = true
+	}
+	for k := range registered {
+		if !documented[k] {
+			t.Errorf("%v: the router serves it, the OpenAPI document does not describe it", k)
+		}
+	}
+	for k := range documented {
+		if !registered[k] {
+			t.Errorf("%v: the OpenAPI document describes it, the router does not serve it", k)
+		}
+	}
+
+	// The router must also answer each documented route, and only with the
+	// documented methods: a path template's parameters take sample values.
+	template := regexp.MustCompile(`\{[^}]+\}`)
+	for path, item := range doc.Paths.Map() {
+		target := template.ReplaceAllString(path, "probe-1")
+		for _, method := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+			w := e.do(method, target, "")
+			typ := problemType(w)
+			if item.GetOperation(method) != nil {
+				if typ == "urn:data-api:problem:no-such-route" || typ == "urn:data-api:problem:method-not-allowed" {
+					t.Errorf("%s %s: got %d %s, want the documented operation", method, target, w.Code, typ)
+				}
+				continue
+			}
+			if w.Code != http.StatusMethodNotAllowed || typ != "urn:data-api:problem:method-not-allowed" {
+				t.Errorf("%s %s (undocumented method): got %d %q, want 405 method-not-allowed", method, target, w.Code, typ)
+			}
+		}
+	}
+}
+
+// problemType is the type of w's problem body, or "" when it is none.
+func problemType(w *httptest.ResponseRecorder) string {
+	if w.Header().Get("Content-Type") != "application/problem+json" {
+		return ""
+	}
+	var p struct{ Type string }
+	_ = json.Unmarshal(w.Body.Bytes(), &p)
+	return p.Type
+}
+
+// panicOnDialogue makes the service panic for one dialogue, for a 500.
+type panicOnDialogue struct {
+	api.Dialogues
+	id string
+}
+
+func (p panicOnDialogue) Decision(ctx context.Context, id string) (model.Decision, error) {
+	if id == p.id {
+		panic("decision failed")
+	}
+	return p.Dialogues.Decision(ctx, id)
+}
+
+// flowStep is one request of the scripted flow and what it must get.
+type flowStep struct {
+	name         string
+	before       func(*testEnv) // runs before the request, when set
+	method       string
+	target       string // "{cursor}" stands for the last nextCursor seen
+	body         string
+	key          string // the bearer token: "" sends the all-roles key's, "-" none
+	status       int
+	badRequest   bool // the document itself rejects the request
+	undocumented bool // no operation matches: the reply must be a documented problem
+}
+
+func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
+	doc := loadOpenAPI(t)
+	router, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	openapi3filter.RegisterBodyDecoder("application/x-ndjson", ndjsonDecoder)
+	t.Cleanup(func() { openapi3filter.UnregisterBodyDecoder("application/x-ndjson") })
+	opts := &openapi3filter.Options{
+		IncludeResponseStatus: true, // a status the document does not list fails
+		AuthenticationFunc:    bearerOnly,
+	}
+
+	e := newEnv(t, envOptions{
+		service: service.Options{MaxMessages: 3, MaxPending: 3},
+		api: api.Options{
+			MaxBodyBytes: 1024,
+			Keys:         []api.Key{key("all", "ingest", "analyst", "admin"), key("chatbot", "ingest")},
+		},
+		wrap: func(d api.Dialogues) api.Dialogues { return panicOnDialogue{d, "dlg-panic"} },
+	})
+	all, chatbot := secret("all"), secret("chatbot")
+	msg := func(text, lang string) string {
+		b, _ := json.Marshal(map[string]string{"text": text, "language": lang})
+		return string(b)
+	}
+
+	steps := []flowStep{
+		{name: "ingest", method: "POST", target: "/data/cust-1/dlg-1", body: msg("hello", "EN"), status: 202},
+		{name: "ingest second", method: "POST", target: "/data/cust-1/dlg-1", body: msg("how are you", "en"), status: 202},
+		{name: "ingest other dialogue", method: "POST", target: "/data/cust-1/dlg-2", body: msg("hallo", "de"), status: 202},
+		{name: "ingest other dialogue 2", method: "POST", target: "/data/cust-1/dlg-2", body: msg("wie geht's", "DE"), status: 202},
+		{name: "ingest other dialogue 3", method: "POST", target: "/data/cust-1/dlg-2", body: msg("hi", "en-us"), status: 202},
+		{name: "ingest dialogue full", method: "POST", target: "/data/cust-1/dlg-2", body: msg("one more", "en"), status: 422},
+		{name: "ingest other customer", method: "POST", target: "/data/cust-2/dlg-1", body: msg("mine", "en"), status: 409},
+		{name: "ingest bad language", method: "POST", target: "/data/cust-1/dlg-3", body: msg("hello", "not a tag!"), status: 400},
+		{name: "ingest blank text", method: "POST", target: "/data/cust-1/dlg-3", body: msg("   ", "en"), status: 400},
+		{name: "ingest text not a string", method: "POST", target: "/data/cust-1/dlg-3", body: `{"text": 5, "language": "en"}`, status: 400, badRequest: true},
+		{name: "ingest not JSON", method: "POST", target: "/data/cust-1/dlg-3", body: `hello`, status: 400, badRequest: true},
+		{name: "ingest bad id", method: "POST", target: "/data/cust%201/dlg-3", body: msg("hello", "en"), status: 400, badRequest: true},
+		{name: "ingest too large", method: "POST", target: "/data/cust-1/dlg-3", body: msg(strings.Repeat("a", 2000), "en"), status: 413},
+
+		{name: "consent", method: "POST", target: "/consents/dlg-1", body: `true`, status: 200},
+		{name: "consent retried", method: "POST", target: "/consents/dlg-1", body: `true`, status: 200},
+		{name: "consent object", method: "POST", target: "/consents/dlg-2", body: `{"consent": true}`, status: 200},
+		{name: "consent unknown dialogue", method: "POST", target: "/consents/dlg-404", body: `true`, status: 404},
+		{name: "refusal unknown dialogue", method: "POST", target: "/consents/dlg-x", body: `false`, status: 200},
+		{name: "consent not a boolean", method: "POST", target: "/consents/dlg-1", body: `"true"`, status: 400, badRequest: true},
+		{name: "consent null", method: "POST", target: "/consents/dlg-1", body: `null`, status: 400, badRequest: true},
+		{name: "consent empty object", method: "POST", target: "/consents/dlg-1", body: `{}`, status: 400, badRequest: true},
+		{name: "consent yes", method: "POST", target: "/consents/dlg-1", body: `yes`, status: 400, badRequest: true},
+
+		{name: "first page", method: "GET", target: "/data?limit=2", status: 200},
+		{name: "second page", method: "GET", target: "/data?limit=2&cursor={cursor}", status: 200},
+		{name: "last page", method: "GET", target: "/data/?limit=2&cursor={cursor}", status: 200},
+		{name: "filtered", method: "GET", target: "/data?customerId=cust-1&language=EN-us", status: 200},
+		{name: "no match", method: "GET", target: "/data?customerId=nobody", status: 200},
+		{name: "limit out of range", method: "GET", target: "/data?limit=0", status: 400, badRequest: true},
+		{name: "unknown parameter", method: "GET", target: "/data?customer_id=cust-1", status: 400},
+		{name: "forged cursor", method: "GET", target: "/data?cursor=AAAA", status: 400},
+		{name: "bad language filter", method: "GET", target: "/data?language=not+a+tag", status: 400},
+		{name: "export", method: "GET", target: "/data/export?language=en", status: 200},
+		{name: "export nothing", method: "GET", target: "/data/export?customerId=nobody", status: 200},
+		{name: "export with limit", method: "GET", target: "/data/export?limit=5", status: 400},
+
+		{name: "decision", method: "GET", target: "/consents/dlg-1", status: 200},
+		{name: "decision of a refusal never seen", method: "GET", target: "/consents/dlg-x", status: 200},
+		{name: "no decision", method: "GET", target: "/consents/dlg-none", status: 404},
+		{name: "decision with query", method: "GET", target: "/consents/dlg-1?verbose=1", status: 400},
+		{name: "decision panics", method: "GET", target: "/consents/dlg-panic", status: 500},
+		{name: "withdrawal", method: "POST", target: "/consents/dlg-1", body: `false`, status: 200},
+
+		{name: "pending 1", method: "POST", target: "/data/cust-2/dlg-p1", body: msg("a", "en"), status: 202},
+		{name: "pending 2", method: "POST", target: "/data/cust-2/dlg-p2", body: msg("b", "en"), status: 202},
+		{name: "pending 3", method: "POST", target: "/data/cust-2/dlg-p3", body: msg("c", "en"), status: 202},
+		{name: "pending store full", method: "POST", target: "/data/cust-2/dlg-p4", body: msg("d", "en"), status: 503},
+		{name: "erase pending", method: "DELETE", target: "/customers/cust-2/data", status: 200},
+		{name: "erase stored", method: "DELETE", target: "/customers/cust-1/data", status: 200},
+		{name: "erase bad id", method: "DELETE", target: "/customers/cust%201/data", status: 400, badRequest: true},
+
+		{name: "healthz", method: "GET", target: "/healthz", status: 200},
+		{name: "readyz", method: "GET", target: "/readyz", status: 200},
+		{name: "metrics", method: "GET", target: "/metrics", status: 200},
+		{name: "openapi", method: "GET", target: "/openapi.json", status: 200},
+
+		{name: "no key", method: "GET", target: "/data", key: "-", status: 401, badRequest: true},
+		{name: "unknown key", method: "GET", target: "/data", key: "not-a-known-key", status: 401},
+		{name: "key lacks analyst", method: "GET", target: "/data", key: chatbot, status: 403},
+		{name: "key lacks admin", method: "DELETE", target: "/customers/cust-1/data", key: chatbot, status: 403},
+		{name: "metrics without key", method: "GET", target: "/metrics", key: "-", status: 401},
+		{name: "healthz without key", method: "GET", target: "/healthz", key: "-", status: 200},
+		{name: "readyz without key", method: "GET", target: "/readyz", key: "-", status: 200},
+		{name: "openapi without key", method: "GET", target: "/openapi.json", key: "-", status: 200},
+
+		{name: "no such route", method: "GET", target: "/nope/cust-1", status: 404, undocumented: true},
+		{name: "method not allowed", method: "PUT", target: "/data", status: 405, undocumented: true},
+		{name: "readyz draining", before: func(e *testEnv) { e.handler.Drain() }, method: "GET", target: "/readyz", status: 503},
+	}
+
+	var cursor string
+	for _, s := range steps {
+		if s.before != nil {
+			s.before(e)
+		}
+		target := strings.ReplaceAll(s.target, "{cursor}", cursor)
+		k := all
+		switch s.key {
+		case "":
+		case "-":
+			k = ""
+		default:
+			k = s.key
+		}
+		newRequest := func() *http.Request {
+			r := httptest.NewRequest(s.method, target, strings.NewReader(s.body))
+			if s.body != "" {
+				r.Header.Set("Content-Type", "application/json")
+			}
+			if k != "" {
+				r.Header.Set("Authorization", "Bearer "+k)
+			}
+			return r
+		}
+		w := httptest.NewRecorder()
+		e.handler.ServeHTTP(w, newRequest())
+		name := fmt.Sprintf("%s (%s %s)", s.name, s.method, target)
+		if w.Code != s.status {
+			t.Errorf("%s: got status %d, want %d; body %s", name, w.Code, s.status, w.Body)
+			continue
+		}
+		if w.Code == http.StatusOK && strings.HasPrefix(target, "/data") && !strings.HasPrefix(target, "/data/export") {
+			var p struct{ NextCursor *string }
+			_ = json.Unmarshal(w.Body.Bytes(), &p)
+			cursor = ""
+			if p.NextCursor != nil {
+				cursor = *p.NextCursor
+			}
+		}
+
+		req := newRequest()
+		route, params, err := router.FindRoute(req)
+		if s.undocumented {
+			if !errors.Is(err, routers.ErrPathNotFound) && !errors.Is(err, routers.ErrMethodNotAllowed) {
+				t.Errorf("%s: got route %v (%v), want none in the document", name, route, err)
+			}
+			checkUndocumented(t, doc, name, w)
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: no operation of the document matches: %v", name, err)
+			continue
+		}
+		in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: opts}
+		err = openapi3filter.ValidateRequest(context.Background(), in)
+		switch {
+		case s.badRequest && err == nil:
+			t.Errorf("%s %s: the document accepts the request, want it rejected as the server does", route.Operation.OperationID, name)
+		case !s.badRequest && err != nil:
+			t.Errorf("%s %s: the document rejects the request: %v", route.Operation.OperationID, name, err)
+		}
+		respOpts := opts
+		if w.Body.Len() == 0 && strings.HasPrefix(w.Header().Get("Content-Type"), "application/x-ndjson") {
+			// An empty stream has no line to check against the schema of
+			// one line; its headers are still checked.
+			o := *opts
+			o.ExcludeResponseBody = true
+			respOpts = &o
+		}
+		resp := &openapi3filter.ResponseValidationInput{
+			RequestValidationInput: in,
+			Status:                 w.Code,
+			Header:                 w.Header(),
+			Body:                   io.NopCloser(bytes.NewReader(w.Body.Bytes())),
+			Options:                respOpts,
+		}
+		if err := openapi3filter.ValidateResponse(context.Background(), resp); err != nil {
+			t.Errorf("%s %s: response %d %s does not match the document: %v", route.Operation.OperationID, name, w.Code, w.Body, err)
+		}
+	}
+	if cursor != "" {
+		t.Errorf("the last page has nextCursor %q, want null", cursor)
+	}
+}
+
+// checkUndocumented checks a reply to a request no operation matches against
+// the document's NoSuchRoute or MethodNotAllowed response.
+func checkUndocumented(t *testing.T, doc *openapi3.T, name string, w *httptest.ResponseRecorder) {
+	t.Helper()
+	responses := map[int]string{http.StatusNotFound: "NoSuchRoute", http.StatusMethodNotAllowed: "MethodNotAllowed"}
+	ref := doc.Components.Responses[responses[w.Code]]
+	if ref == nil {
+		t.Errorf("%s: got status %d, which has no component response", name, w.Code)
+		return
+	}
+	media := ref.Value.Content.Get(w.Header().Get("Content-Type"))
+	if media == nil {
+		t.Errorf("%s: got Content-Type %q, want one of %v", name, w.Header().Get("Content-Type"), ref.Value.Content)
+		return
+	}
+	var body any
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+		t.Errorf("%s: body %s: %v", name, w.Body, err)
+		return
+	}
+	if err := media.Schema.Value.VisitJSON(body, openapi3.VisitAsResponse()); err != nil {
+		t.Errorf("%s: response %d %s does not match the document: %v", name, w.Code, w.Body, err)
+	}
+	for h := range ref.Value.Headers {
+		if ref.Value.Headers[h].Value.Required && w.Header().Get(h) == "" {
+			t.Errorf("%s: the response lacks the %s header", name, h)
+		}
+	}
+}
+
+// bearerOnly accepts any request with a bearer token: which keys exist and
+// what roles they hold is for the server to decide.
+func bearerOnly(_ context.Context, in *openapi3filter.AuthenticationInput) error {
+	if in.SecurityScheme == nil || in.SecurityScheme.Type != "http" || !strings.EqualFold(in.SecurityScheme.Scheme, "bearer") {
+		return fmt.Errorf("security scheme %s is not HTTP bearer", in.SecuritySchemeName)
+	}
+	scheme, token, ok := strings.Cut(in.RequestValidationInput.Request.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return errors.New("no bearer token")
+	}
+	return nil
+}
+
+// ndjsonDecoder decodes a newline-delimited JSON body, checking every line
+// against the media type's schema, which describes one line, and returns the
+// first line for the caller to check again.
+func ndjsonDecoder(body io.Reader, _ http.Header, schema *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+	data, err := io.ReadAll(body)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		return nil, errors.New("the stream does not end with a newline")
+	}
+	var first any
+	for i, line := range bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n")) {
+		if len(data) == 0 {
+			break
+		}
+		var v any
+		if err := json.Unmarshal(line, &v); err != nil {
+			return nil, fmt.Errorf("line %d: %w", i+1, err)
+		}
+		if err := schema.Value.VisitJSON(v, openapi3.VisitAsResponse()); err != nil {
+			return nil, fmt.Errorf("line %d: %w", i+1, err)
+		}
+		if i == 0 {
+			first = v
+		}
+	}
+	return first, nil
+}
