@@ -16,6 +16,11 @@ var (
 	ErrLimit       = errors.New("limit reached")           // a per-dialogue cap is reached
 	ErrFull        = errors.New("pending store is full")   // retry later
 	ErrUnavailable = errors.New("temporarily unavailable") // a dependency failed; retry later
+
+	// ErrNewDialogue tells that a message would start a new pending
+	// dialogue, whose owner must be checked against the decided dialogues
+	// first. It never reaches a caller of the service.
+	ErrNewDialogue = errors.New("new dialogue")
 )
 
 // Error is an error of one of the kinds above with a sentence for the caller.

@@ -21,6 +21,10 @@ type Message struct {
 	Language   string // canonical BCP 47 tag
 	Text       string
 	CreatedAt  time.Time // the server's receive time, UTC
+	// Key, when set, identifies the message for good: storing a message
+	// whose key is already stored does nothing, so that a consent retried
+	// after a crash never stores a message twice.
+	Key string
 }
 
 // StoredMessage is a consented message as the database holds it. ID breaks
@@ -191,4 +195,20 @@ type Stats struct {
 	ConsentsTrue, ConsentsFalse int64
 
 	StoredMessages, WithdrawnMessages, ErasedMessages, RetentionDeletedMessages int64
+}
+
+// Handover is a pending dialogue taken out for a decision: its messages stay
+// where they were, marked busy, until the decision is written and the store
+// is told to let them go or to keep them pending.
+type Handover struct {
+	DialogueID string
+	CustomerID string
+	Messages   []Message
+	Token      string // identifies this take to the store that made it
+}
+
+// PendingCounts is what a pending store holds and has expired.
+type PendingCounts struct {
+	Dialogues, Messages int64
+	Expired             int64 // dialogues dropped at their TTL, ever
 }

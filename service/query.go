@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"time"
 
 	"github.com/data-api/data-api/model"
 )
@@ -62,13 +63,22 @@ func (d *Dialogues) Ready(ctx context.Context) error {
 	return d.repo.Ping(ctx)
 }
 
+// statsTimeout bounds the read of a shared pending store's counts.
+const statsTimeout = time.Second
+
 // Stats returns the current gauges and totals.
 func (d *Dialogues) Stats() model.Stats {
+	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
+	defer cancel()
+	pc, err := d.pending.Counts(ctx)
+	if err != nil {
+		d.o.Logger.Warn("reading pending counts failed", "err", err)
+	}
 	s := &d.stats
 	return model.Stats{
-		PendingDialogues:         d.store.dialogues.Load(),
-		PendingMessages:          d.store.messages.Load(),
-		EvictedTTL:               s.evictedTTL.Load(),
+		PendingDialogues:         pc.Dialogues,
+		PendingMessages:          pc.Messages,
+		EvictedTTL:               pc.Expired,
 		EvictedErasure:           s.evictedErasure.Load(),
 		RejectedFull:             s.rejectedFull.Load(),
 		RejectedLimit:            s.rejectedLimit.Load(),
@@ -77,6 +87,6 @@ func (d *Dialogues) Stats() model.Stats {
 		StoredMessages:           s.stored.Load(),
 		WithdrawnMessages:        s.withdrawn.Load(),
 		ErasedMessages:           s.erased.Load(),
-		RetentionDeletedMessages: s.retentionDel.Load(),
+		RetentionDeletedMessages: s.retentionDeleted.Load(),
 	}
 }

@@ -26,6 +26,10 @@ type Options struct {
 	Shards        int              // a power of two
 	MaxTextBytes  int
 
+	// Pending, when set, holds pending dialogues instead of this process's
+	// memory; TTL, caps and shards are then its own business.
+	Pending PendingStore
+
 	RetentionMaxAge   time.Duration // 0 keeps consented messages forever
 	RetentionInterval time.Duration
 	RetentionBatch    int
@@ -41,19 +45,20 @@ type Options struct {
 // Dialogues applies the rules of the contract. Create it with New and run its
 // background work with Run.
 type Dialogues struct {
-	repo   Repository
-	store  *store
-	commit *committer
-	o      Options
-	stats  counters
+	repo    Repository
+	pending PendingStore
+	commit  *committer
+	o       Options
+	stats   counters
 }
 
 // counters are monotonically increasing totals, read by Stats.
 type counters struct {
-	evictedTTL, evictedErasure              atomic.Int64
-	rejectedFull, rejectedLimit             atomic.Int64
-	consentsTrue, consentsFalse             atomic.Int64
-	stored, withdrawn, erased, retentionDel atomic.Int64
+	evictedErasure              atomic.Int64
+	rejectedFull, rejectedLimit atomic.Int64
+	consentsTrue, consentsFalse atomic.Int64
+	stored, withdrawn, erased   atomic.Int64
+	retentionDeleted            atomic.Int64
 }
 
 // New returns Dialogues persisting through repo.
@@ -67,7 +72,12 @@ func New(repo Repository, o Options) *Dialogues {
 	if o.CommitBatch < 1 {
 		o.CommitBatch = 1
 	}
-	d := &Dialogues{repo: repo, store: newStore(o.Shards, o.TTL), o: o}
+	d := &Dialogues{repo: repo, pending: o.Pending, o: o}
+	if d.pending == nil {
+		d.pending = newStore(storeOptions{
+			shards: o.Shards, maxPending: o.MaxPending, maxMessages: o.MaxMessages, ttl: o.TTL, clock: o.Clock,
+		})
+	}
 	d.commit = &committer{max: o.CommitBatch, save: d.saveConsents}
 	return d
 }
@@ -99,14 +109,15 @@ func (d *Dialogues) every(ctx context.Context, interval time.Duration, f func(co
 // Sweep drops every pending dialogue idle for the TTL. Run calls it
 // periodically; correctness never depends on it, since expiry is also checked
 // on every access.
-func (d *Dialogues) Sweep(context.Context) {
-	n := d.store.sweep(d.o.Clock().UnixNano())
-	d.stats.evictedTTL.Add(int64(n))
+func (d *Dialogues) Sweep(ctx context.Context) {
+	if err := d.pending.Sweep(ctx); err != nil && ctx.Err() == nil {
+		d.o.Logger.Warn("sweeping expired dialogues failed", "err", err)
+	}
 }
 
-// Ingest holds a customer message in memory until its dialogue's consent
-// decision and returns how many messages the dialogue now holds. m's
-// CreatedAt is set to the receive time.
+// Ingest holds a customer message until its dialogue's consent decision and
+// returns how many messages the dialogue now holds. m's CreatedAt is set to
+// the receive time.
 func (d *Dialogues) Ingest(ctx context.Context, m model.Message) (int, error) {
 	var v model.ValidationError
 	if err := model.ValidateID(m.CustomerID); err != nil {
@@ -125,106 +136,31 @@ func (d *Dialogues) Ingest(ctx context.Context, m model.Message) (int, error) {
 	if err := v.Err(); err != nil {
 		return 0, err
 	}
-
-	sh := d.store.shard(m.DialogueID)
-	ownerChecked := false
-	for {
-		now := d.o.Clock().UnixNano()
-		sh.mu.Lock()
-		dl, evicted := d.store.live(sh, m.DialogueID, now)
-		if evicted {
-			d.stats.evictedTTL.Add(1)
+	m.Language = lang
+	m.CreatedAt = d.o.Clock().UTC()
+	n, err := d.pending.Append(ctx, m, false)
+	if errors.Is(err, model.ErrNewDialogue) {
+		// A decided dialogue keeps its customer for good.
+		owner, ok, oerr := d.repo.DialogueOwner(ctx, m.DialogueID)
+		if oerr != nil {
+			return 0, fmt.Errorf("look up dialogue owner: %w", oerr)
 		}
-		switch {
-		case dl != nil && dl.busy != nil:
-			busy := dl.busy
-			sh.mu.Unlock()
-			<-busy
-			continue
-		case dl != nil:
-			if dl.customer != m.CustomerID {
-				sh.mu.Unlock()
-				return 0, errOtherCustomer
-			}
-			if len(dl.msgs) >= d.o.MaxMessages {
-				sh.mu.Unlock()
-				d.stats.rejectedLimit.Add(1)
-				return 0, model.Errorf(model.ErrLimit, fmt.Sprintf(
-					"the dialogue already holds %d pending messages, the most allowed; send its consent decision first", d.o.MaxMessages))
-			}
-			d.store.append(dl, lang, m.Text, now)
-			n := len(dl.msgs)
-			sh.mu.Unlock()
-			return n, nil
-		case !ownerChecked:
-			// A new dialogue: a decided dialogue keeps its customer for good.
-			// Ask the database without holding the shard lock, then look again.
-			sh.mu.Unlock()
-			owner, ok, err := d.repo.DialogueOwner(ctx, m.DialogueID)
-			if err != nil {
-				return 0, fmt.Errorf("look up dialogue owner: %w", err)
-			}
-			if ok && owner != m.CustomerID {
-				return 0, errOtherCustomer
-			}
-			ownerChecked = true
-			continue
+		if ok && owner != m.CustomerID {
+			return 0, errOtherCustomer
 		}
-		if d.store.dialogues.Add(1) > int64(d.o.MaxPending) {
-			d.store.dialogues.Add(-1)
-			sh.mu.Unlock()
-			d.stats.rejectedFull.Add(1)
-			return 0, model.Errorf(model.ErrFull, fmt.Sprintf(
-				"the service holds %d pending dialogues, the most it can; retry later", d.o.MaxPending))
-		}
-		dl = &dialogue{customer: m.CustomerID}
-		sh.m[m.DialogueID] = dl
-		d.store.append(dl, lang, m.Text, now)
-		sh.mu.Unlock()
-		return 1, nil
+		n, err = d.pending.Append(ctx, m, true)
 	}
+	switch {
+	case errors.Is(err, model.ErrFull):
+		d.stats.rejectedFull.Add(1)
+	case errors.Is(err, model.ErrLimit):
+		d.stats.rejectedLimit.Add(1)
+	}
+	return n, err
 }
 
 var errOtherCustomer = model.Errorf(model.ErrConflict,
 	"this dialogId belongs to another customer; a dialogue keeps the customer of its first message")
-
-// acquire marks the live pending dialogue id as busy and returns it, waiting
-// for a decision already being written. It returns nil when no dialogue is
-// pending. The caller must call release.
-func (d *Dialogues) acquire(id string) (*dialogue, *shard) {
-	sh := d.store.shard(id)
-	for {
-		sh.mu.Lock()
-		dl, evicted := d.store.live(sh, id, d.o.Clock().UnixNano())
-		if evicted {
-			d.stats.evictedTTL.Add(1)
-		}
-		if dl == nil {
-			sh.mu.Unlock()
-			return nil, sh
-		}
-		if busy := dl.busy; busy != nil {
-			sh.mu.Unlock()
-			<-busy
-			continue
-		}
-		dl.busy = make(chan struct{})
-		sh.mu.Unlock()
-		return dl, sh
-	}
-}
-
-// release ends a decision on dl. When done, dl leaves memory; otherwise it
-// stays pending as it was, deadline included.
-func (d *Dialogues) release(sh *shard, id string, dl *dialogue, done bool) {
-	sh.mu.Lock()
-	if done {
-		d.store.remove(sh, id, dl)
-	}
-	close(dl.busy)
-	dl.busy = nil
-	sh.mu.Unlock()
-}
 
 // Consent records the customer's decision on a dialogue. keyName names the
 // API key that made the call, for the ledger.
@@ -234,15 +170,28 @@ func (d *Dialogues) Consent(ctx context.Context, dialogueID string, consent bool
 		v.Add("dialogId", err.Error())
 		return model.Outcome{}, &v
 	}
-	if consent {
-		return d.accept(ctx, dialogueID, keyName)
+	h, err := d.pending.Take(ctx, dialogueID)
+	if err != nil {
+		return model.Outcome{}, fmt.Errorf("take pending dialogue: %w", err)
 	}
-	return d.refuse(ctx, dialogueID, keyName)
+	var out model.Outcome
+	if consent {
+		out, err = d.accept(ctx, dialogueID, h, keyName)
+	} else {
+		out, err = d.refuse(ctx, dialogueID, h, keyName)
+	}
+	if h != nil {
+		// The decision's write is over, whatever came of it: let go of the
+		// dialogue even if the caller has gone.
+		if rerr := d.pending.Release(context.WithoutCancel(ctx), h, err == nil); rerr != nil {
+			return model.Outcome{}, errors.Join(err, fmt.Errorf("release pending dialogue: %w", rerr))
+		}
+	}
+	return out, err
 }
 
-func (d *Dialogues) accept(ctx context.Context, id, keyName string) (model.Outcome, error) {
-	dl, sh := d.acquire(id)
-	if dl == nil {
+func (d *Dialogues) accept(ctx context.Context, id string, h *model.Handover, keyName string) (model.Outcome, error) {
+	if h == nil {
 		latest, err := d.repo.LatestDecision(ctx, id)
 		if err == nil && latest.Consent {
 			return model.Outcome{CustomerID: latest.CustomerID, Consent: true}, nil
@@ -256,30 +205,27 @@ func (d *Dialogues) accept(ctx context.Context, id, keyName string) (model.Outco
 	c := model.Consent{
 		Decision: model.Decision{
 			DialogueID: id,
-			CustomerID: dl.customer,
+			CustomerID: h.CustomerID,
 			Consent:    true,
 			DecidedAt:  d.o.Clock().UTC(),
-			Messages:   len(dl.msgs),
+			Messages:   len(h.Messages),
 			KeyName:    keyName,
 		},
-		Messages: dl.snapshot(id),
+		Messages: h.Messages,
 	}
-	err := d.commit.do(ctx, c)
-	d.release(sh, id, dl, err == nil)
-	if err != nil {
+	if err := d.commit.do(ctx, c); err != nil {
 		return model.Outcome{}, fmt.Errorf("store consented dialogue: %w", err)
 	}
 	d.stats.consentsTrue.Add(1)
 	d.stats.stored.Add(int64(len(c.Messages)))
-	return model.Outcome{CustomerID: dl.customer, Consent: true, Stored: len(c.Messages)}, nil
+	return model.Outcome{CustomerID: h.CustomerID, Consent: true, Stored: len(c.Messages)}, nil
 }
 
-func (d *Dialogues) refuse(ctx context.Context, id, keyName string) (model.Outcome, error) {
-	dl, sh := d.acquire(id)
+func (d *Dialogues) refuse(ctx context.Context, id string, h *model.Handover, keyName string) (model.Outcome, error) {
 	dec := model.Decision{DialogueID: id, DecidedAt: d.o.Clock().UTC(), KeyName: keyName}
-	if dl != nil {
-		dec.CustomerID = dl.customer
-		dec.Messages = len(dl.msgs)
+	if h != nil {
+		dec.CustomerID = h.CustomerID
+		dec.Messages = len(h.Messages)
 	} else {
 		owner, _, err := d.repo.DialogueOwner(ctx, id)
 		if err != nil {
@@ -291,9 +237,6 @@ func (d *Dialogues) refuse(ctx context.Context, id, keyName string) (model.Outco
 	start := time.Now()
 	deleted, err := d.repo.Withdraw(context.WithoutCancel(ctx), dec)
 	d.observe("withdraw", start)
-	if dl != nil {
-		d.release(sh, id, dl, err == nil)
-	}
 	if err != nil {
 		return model.Outcome{}, fmt.Errorf("record refusal: %w", err)
 	}
@@ -335,30 +278,10 @@ func (d *Dialogues) Erase(ctx context.Context, customerID, keyName string) (mode
 		v.Add("customerId", err.Error())
 		return model.ErasureOutcome{}, &v
 	}
-	dropped := 0
-	for i := range d.store.shards {
-		sh := &d.store.shards[i]
-		for {
-			var busy chan struct{}
-			sh.mu.Lock()
-			for id, dl := range sh.m {
-				if dl.customer != customerID {
-					continue
-				}
-				if dl.busy != nil {
-					busy = dl.busy
-					continue
-				}
-				dropped += len(dl.msgs)
-				d.store.remove(sh, id, dl)
-				d.stats.evictedErasure.Add(1)
-			}
-			sh.mu.Unlock()
-			if busy == nil {
-				break
-			}
-			<-busy
-		}
+	dialogues, dropped, err := d.pending.DropCustomer(ctx, customerID)
+	d.stats.evictedErasure.Add(int64(dialogues))
+	if err != nil {
+		return model.ErasureOutcome{}, fmt.Errorf("drop pending dialogues: %w", err)
 	}
 	start := time.Now()
 	deleted, err := d.repo.EraseCustomer(context.WithoutCancel(ctx), model.Erasure{
@@ -367,10 +290,10 @@ func (d *Dialogues) Erase(ctx context.Context, customerID, keyName string) (mode
 		KeyName:    keyName,
 	})
 	d.observe("erase", start)
+	d.stats.erased.Add(int64(deleted))
 	if err != nil {
 		return model.ErasureOutcome{}, fmt.Errorf("erase customer: %w", err)
 	}
-	d.stats.erased.Add(int64(deleted))
 	return model.ErasureOutcome{Dropped: dropped, Deleted: deleted}, nil
 }
 
@@ -383,7 +306,7 @@ func (d *Dialogues) Purge(ctx context.Context) {
 		start := time.Now()
 		n, err := d.repo.DeleteCreatedBefore(ctx, before, d.o.RetentionBatch)
 		d.observe("retention", start)
-		d.stats.retentionDel.Add(int64(n))
+		d.stats.retentionDeleted.Add(int64(n))
 		if err != nil {
 			if ctx.Err() == nil {
 				d.o.Logger.Error("retention purge failed", "err", err)

@@ -1,6 +1,8 @@
 package service
 
 import (
+	"context"
+	"fmt"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
@@ -9,17 +11,21 @@ import (
 	"github.com/data-api/data-api/model"
 )
 
-// store holds pending dialogues in memory, sharded by a hash of the dialogue
+// store is the in-memory PendingStore: dialogues sharded by a hash of their
 // id so that ingestion on different dialogues rarely contends. It is the only
-// place unconsented text lives.
+// place unconsented text lives when no shared store is configured.
 type store struct {
-	seed   maphash.Seed
-	mask   uint64
-	shards []shard
-	ttl    int64 // nanoseconds
+	seed        maphash.Seed
+	mask        uint64
+	shards      []shard
+	ttl         int64 // nanoseconds
+	clock       func() time.Time
+	maxPending  int64
+	maxMessages int
 
-	dialogues atomic.Int64 // pending dialogues in all shards
-	messages  atomic.Int64 // pending messages in all shards
+	dialogues    atomic.Int64 // pending dialogues in all shards
+	messages     atomic.Int64 // pending messages in all shards
+	expiredTotal atomic.Int64 // dialogues dropped at their TTL, ever
 }
 
 type shard struct {
@@ -36,9 +42,8 @@ type dialogue struct {
 	msgs     []pending
 	lastAt   int64 // receive time of the newest message, Unix ns
 
-	// busy is non-nil while a decision on this dialogue is being written to
-	// the database; it is closed when the write ends. Whoever else wants the
-	// dialogue meanwhile waits for it, which linearizes them.
+	// busy is non-nil while the dialogue is taken for a decision; it is
+	// closed on release. Whoever else wants the dialogue meanwhile waits.
 	busy chan struct{}
 }
 
@@ -48,12 +53,22 @@ type pending struct {
 	lang uint32
 }
 
-func newStore(shards int, ttl time.Duration) *store {
+// storeOptions configures the in-memory store.
+type storeOptions struct {
+	shards, maxPending, maxMessages int
+	ttl                             time.Duration
+	clock                           func() time.Time
+}
+
+func newStore(o storeOptions) *store {
 	s := &store{
-		seed:   maphash.MakeSeed(),
-		mask:   uint64(shards - 1),
-		shards: make([]shard, shards),
-		ttl:    int64(ttl),
+		seed:        maphash.MakeSeed(),
+		mask:        uint64(o.shards - 1),
+		shards:      make([]shard, o.shards),
+		ttl:         int64(o.ttl),
+		clock:       o.clock,
+		maxPending:  int64(o.maxPending),
+		maxMessages: o.maxMessages,
 	}
 	for i := range s.shards {
 		s.shards[i].m = make(map[string]*dialogue)
@@ -65,21 +80,36 @@ func (s *store) shard(dialogueID string) *shard {
 	return &s.shards[maphash.String(s.seed, dialogueID)&s.mask]
 }
 
-// expired reports whether d has been idle for the TTL at now. A dialogue being
-// written never expires: its decision was taken before the deadline.
+// expired reports whether d has been idle for the TTL at now. A taken
+// dialogue never expires: its decision was asked for before the deadline.
 func (s *store) expired(d *dialogue, now int64) bool {
 	return d.busy == nil && now-d.lastAt >= s.ttl
 }
 
-// live returns the pending dialogue id of sh at now, removing it when it has
-// expired. The caller holds sh.mu. evicted reports a removal.
-func (s *store) live(sh *shard, id string, now int64) (d *dialogue, evicted bool) {
-	d = sh.m[id]
-	if d != nil && s.expired(d, now) {
-		s.remove(sh, id, d)
-		return nil, true
+// lockLive locks the shard of id and returns the live pending dialogue id,
+// dropping it when it has expired and waiting while it is taken. The caller
+// must unlock the shard.
+func (s *store) lockLive(ctx context.Context, id string) (*shard, *dialogue, error) {
+	sh := s.shard(id)
+	for {
+		sh.mu.Lock()
+		d := sh.m[id]
+		if d != nil && s.expired(d, s.clock().UnixNano()) {
+			s.remove(sh, id, d)
+			s.expiredTotal.Add(1)
+			d = nil
+		}
+		if d == nil || d.busy == nil {
+			return sh, d, nil
+		}
+		busy := d.busy
+		sh.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
 	}
-	return d, false
 }
 
 // remove deletes d from sh. The caller holds sh.mu.
@@ -89,30 +119,62 @@ func (s *store) remove(sh *shard, id string, d *dialogue) {
 	s.messages.Add(-int64(len(d.msgs)))
 }
 
-// append adds a message to d. The caller holds the shard lock.
-func (s *store) append(d *dialogue, lang, text string, at int64) {
+func (s *store) Append(ctx context.Context, m model.Message, ownerChecked bool) (int, error) {
+	sh, d, err := s.lockLive(ctx, m.DialogueID)
+	if err != nil {
+		return 0, err
+	}
+	defer sh.mu.Unlock()
+	if d == nil {
+		if !ownerChecked {
+			return 0, model.ErrNewDialogue
+		}
+		if s.dialogues.Add(1) > s.maxPending {
+			s.dialogues.Add(-1)
+			return 0, model.Errorf(model.ErrFull, fmt.Sprintf(
+				"the service holds %d pending dialogues, the most it can; retry later", s.maxPending))
+		}
+		d = &dialogue{customer: m.CustomerID}
+		sh.m[m.DialogueID] = d
+	}
+	if d.customer != m.CustomerID {
+		return 0, errOtherCustomer
+	}
+	if len(d.msgs) >= s.maxMessages {
+		return 0, model.Errorf(model.ErrLimit, fmt.Sprintf(
+			"the dialogue already holds %d pending messages, the most allowed; send its consent decision first", s.maxMessages))
+	}
 	li := -1
 	for i, l := range d.langs {
-		if l == lang {
+		if l == m.Language {
 			li = i
 			break
 		}
 	}
 	if li < 0 {
 		li = len(d.langs)
-		d.langs = append(d.langs, lang)
+		d.langs = append(d.langs, m.Language)
 	}
-	d.msgs = append(d.msgs, pending{text: text, at: at, lang: uint32(li)})
+	at := m.CreatedAt.UnixNano()
+	d.msgs = append(d.msgs, pending{text: m.Text, at: at, lang: uint32(li)})
 	d.lastAt = at
 	s.messages.Add(1)
+	return len(d.msgs), nil
 }
 
-// snapshot copies d's messages out for a database write. The caller holds the
-// shard lock; the strings are shared, not copied.
-func (d *dialogue) snapshot(id string) []model.Message {
-	out := make([]model.Message, len(d.msgs))
+func (s *store) Take(ctx context.Context, id string) (*model.Handover, error) {
+	sh, d, err := s.lockLive(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer sh.mu.Unlock()
+	if d == nil {
+		return nil, nil
+	}
+	d.busy = make(chan struct{})
+	h := &model.Handover{DialogueID: id, CustomerID: d.customer, Messages: make([]model.Message, len(d.msgs))}
 	for i, p := range d.msgs {
-		out[i] = model.Message{
+		h.Messages[i] = model.Message{
 			CustomerID: d.customer,
 			DialogueID: id,
 			Language:   d.langs[p.lang],
@@ -120,24 +182,77 @@ func (d *dialogue) snapshot(id string) []model.Message {
 			CreatedAt:  time.Unix(0, p.at).UTC(),
 		}
 	}
-	return out
+	return h, nil
 }
 
-// sweep removes every expired dialogue, one shard at a time, holding each
-// shard's lock only for the walk over that shard. It returns how many it
-// removed.
-func (s *store) sweep(now int64) int {
-	n := 0
+func (s *store) Release(_ context.Context, h *model.Handover, done bool) error {
+	sh := s.shard(h.DialogueID)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	// A taken dialogue stays in place: nothing else may remove or replace it.
+	d := sh.m[h.DialogueID]
+	if done {
+		s.remove(sh, h.DialogueID, d)
+	}
+	close(d.busy)
+	d.busy = nil
+	return nil
+}
+
+func (s *store) DropCustomer(ctx context.Context, customerID string) (dialogues, messages int, err error) {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		for {
+			var busy chan struct{}
+			sh.mu.Lock()
+			for id, d := range sh.m {
+				if d.customer != customerID {
+					continue
+				}
+				if d.busy != nil {
+					busy = d.busy
+					continue
+				}
+				dialogues++
+				messages += len(d.msgs)
+				s.remove(sh, id, d)
+			}
+			sh.mu.Unlock()
+			if busy == nil {
+				break
+			}
+			select {
+			case <-busy:
+			case <-ctx.Done():
+				return dialogues, messages, ctx.Err()
+			}
+		}
+	}
+	return dialogues, messages, nil
+}
+
+// Sweep walks one shard at a time, holding each shard's lock only for the
+// walk over that shard.
+func (s *store) Sweep(context.Context) error {
+	now := s.clock().UnixNano()
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		for id, d := range sh.m {
 			if s.expired(d, now) {
 				s.remove(sh, id, d)
-				n++
+				s.expiredTotal.Add(1)
 			}
 		}
 		sh.mu.Unlock()
 	}
-	return n
+	return nil
+}
+
+func (s *store) Counts(context.Context) (model.PendingCounts, error) {
+	return model.PendingCounts{
+		Dialogues: s.dialogues.Load(),
+		Messages:  s.messages.Load(),
+		Expired:   s.expiredTotal.Load(),
+	}, nil
 }
