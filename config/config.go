@@ -37,6 +37,7 @@ type Config struct {
 	Server    Server    `mapstructure:"server"`
 	Database  Database  `mapstructure:"database"`
 	Dialogues Dialogues `mapstructure:"dialogues"`
+	Redis     Redis     `mapstructure:"redis"`
 	Limits    Limits    `mapstructure:"limits"`
 	Retention Retention `mapstructure:"retention"`
 	Log       Log       `mapstructure:"log"`
@@ -62,14 +63,22 @@ type Database struct {
 	CommitBatch int    `mapstructure:"commit_batch"`
 }
 
-// Dialogues configures the in-memory store of dialogues awaiting consent.
+// Dialogues configures the store of dialogues awaiting consent.
 type Dialogues struct {
-	Store         string        `mapstructure:"store"` // memory
+	Store         string        `mapstructure:"store"` // memory or redis
 	TTL           time.Duration `mapstructure:"ttl"`
 	SweepInterval time.Duration `mapstructure:"sweep_interval"`
 	MaxPending    int           `mapstructure:"max_pending"`
 	MaxMessages   int           `mapstructure:"max_messages"`
 	Shards        int           `mapstructure:"shards"` // a power of two
+}
+
+// Redis configures the shared store of pending dialogues, used when
+// dialogues.store is redis.
+type Redis struct {
+	URL         string        `mapstructure:"url"`
+	Prefix      string        `mapstructure:"prefix"`
+	TakeTimeout time.Duration `mapstructure:"take_timeout"`
 }
 
 // Limits bounds the size of requests.

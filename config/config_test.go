@@ -29,6 +29,7 @@ var want = Config{
 	},
 	Database:  Database{Driver: "sqlite", DSN: "data/data-api.db", MaxReaders: 4, CommitBatch: 128},
 	Dialogues: Dialogues{Store: "memory", TTL: 30 * time.Minute, SweepInterval: time.Minute, MaxPending: 100000, MaxMessages: 1000, Shards: 64},
+	Redis:     Redis{URL: "redis://127.0.0.1:6379/0", Prefix: "data-api:", TakeTimeout: time.Minute},
 	Limits:    Limits{MaxTextBytes: 8192, MaxBodyBytes: 65536},
 	Retention: Retention{MaxAge: 0, Interval: time.Hour, BatchSize: 1000},
 	Log:       Log{Level: "info"},
@@ -209,7 +210,10 @@ func TestLoadEnvOverridesEveryKey(t *testing.T) {
 		"database.dsn":               {value: "/var/lib/data-api/db", got: func(c Config) any { return c.Database.DSN }, want: "/var/lib/data-api/db"},
 		"database.max_readers":       {value: "8", got: func(c Config) any { return c.Database.MaxReaders }, want: 8},
 		"database.commit_batch":      {value: "32", got: func(c Config) any { return c.Database.CommitBatch }, want: 32},
-		"dialogues.store":            {value: "redis", problem: `dialogues.store: must be one of memory, got "redis"`},
+		"dialogues.store":            {value: "redis", got: func(c Config) any { return c.Dialogues.Store }, want: "redis"},
+		"redis.url":                  {value: "redis://10.0.0.1:6380/2", got: func(c Config) any { return c.Redis.URL }, want: "redis://10.0.0.1:6380/2"},
+		"redis.prefix":               {value: "staging:", got: func(c Config) any { return c.Redis.Prefix }, want: "staging:"},
+		"redis.take_timeout":         {value: "2m", got: func(c Config) any { return c.Redis.TakeTimeout }, want: 2 * time.Minute},
 		"dialogues.ttl":              {value: "45m", got: func(c Config) any { return c.Dialogues.TTL }, want: 45 * time.Minute},
 		"dialogues.sweep_interval":   {value: "10s", got: func(c Config) any { return c.Dialogues.SweepInterval }, want: 10 * time.Second},
 		"dialogues.max_pending":      {value: "500", got: func(c Config) any { return c.Dialogues.MaxPending }, want: 500},
@@ -402,7 +406,9 @@ func TestValidate(t *testing.T) {
 		{"empty dsn", func(c *Config) { c.Database.DSN = "" }, "database.dsn", "must not be empty"},
 		{"zero readers", func(c *Config) { c.Database.MaxReaders = 0 }, "database.max_readers", "must be positive, got 0"},
 		{"zero commit batch", func(c *Config) { c.Database.CommitBatch = 0 }, "database.commit_batch", "must be positive, got 0"},
-		{"unknown store", func(c *Config) { c.Dialogues.Store = "redis" }, "dialogues.store", `must be one of memory, got "redis"`},
+		{"unknown store", func(c *Config) { c.Dialogues.Store = "etcd" }, "dialogues.store", `must be one of memory, redis, got "etcd"`},
+		{"redis store without a redis URL", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.URL = "127.0.0.1:6379" }, "redis.url", `must be a redis:// or rediss:// URL when dialogues.store is redis, got "127.0.0.1:6379"`},
+		{"redis store with zero take timeout", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.TakeTimeout = 0 }, "redis.take_timeout", "must be positive, got 0s"},
 		{"zero ttl", func(c *Config) { c.Dialogues.TTL = 0 }, "dialogues.ttl", "must be positive, got 0s"},
 		{"zero sweep interval", func(c *Config) { c.Dialogues.SweepInterval = 0 }, "dialogues.sweep_interval", "must be positive, got 0s"},
 		{"zero max pending", func(c *Config) { c.Dialogues.MaxPending = 0 }, "dialogues.max_pending", "must be positive, got 0"},
@@ -490,6 +496,7 @@ func TestRedacted(t *testing.T) {
 	}
 	c.Cursor.Secret = "a-cursor-secret-of-32-characters"
 	c.Database.DSN = "postgres://app:s3cret@db:5432/data?sslmode=disable"
+	c.Redis.URL = "redis://:r3dis@cache:6379/0"
 	orig := c
 	origKeys := slices.Clone(c.Auth.Keys)
 
@@ -506,6 +513,9 @@ func TestRedacted(t *testing.T) {
 	}
 	if want := "postgres://app:xxxxx@db:5432/data?sslmode=disable"; r.Database.DSN != want {
 		t.Errorf("got dsn %q, want %q", r.Database.DSN, want)
+	}
+	if want := "redis://:xxxxx@cache:6379/0"; r.Redis.URL != want {
+		t.Errorf("got redis.url %q, want %q", r.Redis.URL, want)
 	}
 	if !reflect.DeepEqual(c, orig) || !reflect.DeepEqual(c.Auth.Keys, origKeys) {
 		t.Errorf("Redacted changed its receiver: got %+v, want %+v", c, orig)

@@ -11,7 +11,7 @@ const redacted = "[redacted]"
 
 // Redacted returns a copy of c that is safe to log: the secrets of the API
 // keys, their SHA-256 and the cursor secret are replaced by "[redacted]" when
-// set, and a password in the database DSN by "xxxxx" (as url.URL.Redacted
+// set, and a password in the database DSN or the Redis URL by "xxxxx" (as url.URL.Redacted
 // does).
 func (c Config) Redacted() Config {
 	c.Auth.Keys = slices.Clone(c.Auth.Keys)
@@ -23,6 +23,7 @@ func (c Config) Redacted() Config {
 	}
 	c.Cursor.Secret = redact(c.Cursor.Secret)
 	c.Database.DSN = redactDSN(c.Database.DSN)
+	c.Redis.URL = redactDSN(c.Redis.URL)
 	return c
 }
 

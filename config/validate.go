@@ -10,11 +10,10 @@ import (
 	"time"
 )
 
-// The allowed values of the enumerated keys. Supporting another dialogue
-// store (such as redis) starts by adding it to stores.
+// The allowed values of the enumerated keys.
 var (
 	drivers   = []string{"sqlite", "postgres"}
-	stores    = []string{"memory"}
+	stores    = []string{"memory", "redis"}
 	logLevels = []string{"debug", "info", "warn", "error"}
 	roles     = []string{"ingest", "analyst", "admin"}
 )
@@ -95,6 +94,13 @@ func (c Config) problems() *Error {
 	positive(e, "dialogues.max_messages", d.MaxMessages)
 	if d.Shards < 1 || d.Shards > 1<<16 || d.Shards&(d.Shards-1) != 0 {
 		e.add("dialogues.shards", fmt.Sprintf("must be a power of two between 1 and 65536, got %d", d.Shards))
+	}
+
+	if d.Store == "redis" {
+		if !strings.HasPrefix(c.Redis.URL, "redis://") && !strings.HasPrefix(c.Redis.URL, "rediss://") {
+			e.add("redis.url", fmt.Sprintf("must be a redis:// or rediss:// URL when dialogues.store is redis, got %q", c.Redis.URL))
+		}
+		positive(e, "redis.take_timeout", c.Redis.TakeTimeout)
 	}
 
 	l := c.Limits

@@ -58,9 +58,13 @@ func (d *Dialogues) Export(ctx context.Context, f model.Filter, fn func(model.St
 	return d.repo.Export(ctx, f, fn)
 }
 
-// Ready reports whether the database answers.
+// Ready reports whether the database and the pending store answer.
 func (d *Dialogues) Ready(ctx context.Context) error {
-	return d.repo.Ping(ctx)
+	if err := d.repo.Ping(ctx); err != nil {
+		return err
+	}
+	_, err := d.pending.Counts(ctx)
+	return err
 }
 
 // statsTimeout bounds the read of a shared pending store's counts.

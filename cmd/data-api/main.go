@@ -86,8 +86,26 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 		}
 	}()
 
+	var pending service.PendingStore // nil: this process's memory
+	if cfg.Dialogues.Store == "redis" {
+		rp, err := repository.OpenRedis(ctx, repository.RedisOptions{
+			URL:         cfg.Redis.URL,
+			Prefix:      cfg.Redis.Prefix,
+			TTL:         cfg.Dialogues.TTL,
+			MaxPending:  cfg.Dialogues.MaxPending,
+			MaxMessages: cfg.Dialogues.MaxMessages,
+			TakeTimeout: cfg.Redis.TakeTimeout,
+		})
+		if err != nil {
+			return fmt.Errorf("open redis: %w", err)
+		}
+		defer rp.Close()
+		pending = rp
+	}
+
 	metrics := api.NewMetrics()
 	svc := service.New(db, service.Options{
+		Pending:           pending,
 		TTL:               cfg.Dialogues.TTL,
 		SweepInterval:     cfg.Dialogues.SweepInterval,
 		MaxPending:        cfg.Dialogues.MaxPending,
