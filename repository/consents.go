@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/data-api/data-api/model"
 )
@@ -16,28 +17,33 @@ import (
 const insertBatch = 1000
 
 // SaveConsents writes the messages and the ledger entry of every consent in
-// one transaction, all or nothing, committed durably before it returns.
+// one transaction, all or nothing, committed durably before it returns. A
+// message with a Key that is stored already is not stored again.
 func (db *DB) SaveConsents(ctx context.Context, cs []model.Consent) error {
 	if len(cs) == 0 {
 		return nil
 	}
-	var msgs []messageRow
+	var msgs []newMessageRow
 	ledger := make([]consentRow, len(cs))
 	for i, c := range cs {
 		for _, m := range c.Messages {
-			msgs = append(msgs, messageRow{
+			msgs = append(msgs, newMessageRow{
 				CustomerID: m.CustomerID,
 				DialogueID: m.DialogueID,
 				Language:   m.Language,
 				Text:       m.Text,
 				CreatedAt:  m.CreatedAt.UnixNano(),
+				Key:        nullable(m.Key),
 			})
 		}
 		ledger[i] = toConsentRow(c.Decision)
 	}
 	err := db.writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if len(msgs) > 0 {
-			if err := tx.CreateInBatches(msgs, insertBatch).Error; err != nil {
+			// A message whose key is stored already is skipped, so that a
+			// consent retried after a crash stores each message once.
+			skipStored := clause.OnConflict{Columns: []clause.Column{{Name: "msg_key"}}, DoNothing: true}
+			if err := tx.Clauses(skipStored).CreateInBatches(msgs, insertBatch).Error; err != nil {
 				return err
 			}
 		}
@@ -118,6 +124,15 @@ func toConsentRow(d model.Decision) consentRow {
 		Messages:   d.Messages,
 		KeyName:    d.KeyName,
 	}
+}
+
+// nullable returns nil for the empty string, which the database holds as
+// NULL, and a pointer to s otherwise.
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // fromNanos returns the UTC time of Unix nanoseconds ns.

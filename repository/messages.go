@@ -11,7 +11,9 @@ import (
 )
 
 // Messages returns one page of consented messages, newest first: those
-// strictly older than q.After, in (created_at, id) order.
+// strictly older than q.After, in (created_at, id) order. Like Export, it
+// leaves their Key empty: nothing reads it back, and reading it would cost
+// a sixth of SQLite's export rate.
 func (db *DB) Messages(ctx context.Context, q model.Query) ([]model.StoredMessage, error) {
 	if q.Limit < 1 {
 		return nil, model.Errorf(model.ErrInvalid, "the page size must be at least 1")
@@ -33,20 +35,38 @@ func (db *DB) Messages(ctx context.Context, q model.Query) ([]model.StoredMessag
 // reading from a database cursor one row at a time, so that memory stays
 // flat however many rows match. It stops at fn's first error, which it
 // returns as is, or when ctx ends.
+//
+// Like Messages, it leaves their Key empty.
+//
+// Where the dialect sets exportPage, the cursor is a keyset position: each
+// page is a query of its own, which reads a consistent snapshot of its page
+// only. A message is still never repeated, and none that is stored when the
+// export starts and not deleted before it is reached is skipped.
 func (db *DB) Export(ctx context.Context, f model.Filter, fn func(model.StoredMessage) error) error {
-	var fnErr error
-	sql, args := selectMessages(f, nil, 0)
-	err := db.scan(ctx, sql, args, func(m model.StoredMessage) error {
+	var (
+		fnErr error
+		after *model.Position
+		n     int
+	)
+	each := func(m model.StoredMessage) error {
+		n++
+		after = &model.Position{CreatedAt: m.CreatedAt, ID: m.ID}
 		fnErr = fn(m)
 		return fnErr
-	})
-	switch {
-	case fnErr != nil:
-		return fnErr
-	case err != nil:
-		return unavailable(ctx, "export messages", err)
 	}
-	return nil
+	for {
+		n = 0
+		sql, args := selectMessages(f, after, db.exportPage)
+		err := db.scan(ctx, sql, args, each)
+		switch {
+		case fnErr != nil:
+			return fnErr
+		case err != nil:
+			return unavailable(ctx, "export messages", err)
+		case db.exportPage == 0 || n < db.exportPage:
+			return nil
+		}
+	}
 }
 
 // selectMessages returns the query for the messages matching f that come
@@ -83,14 +103,21 @@ func selectMessages(f model.Filter, after *model.Position, limit int) (string, [
 }
 
 // scan runs a query made by selectMessages on a read connection and calls fn
-// for each row until fn returns an error or ctx ends.
+// for each row until fn returns an error or ctx ends. Rows are read from the
+// connection one at a time (GORM's Rows hands over database/sql's cursor
+// as is), never gathered in memory.
 func (db *DB) scan(ctx context.Context, sql string, args []any, fn func(model.StoredMessage) error) error {
 	return db.reader.WithContext(ctx).Connection(func(conn *gorm.DB) error {
 		// Given a cancellable context, the SQLite driver steps every row in a
 		// goroutine of its own so that it can interrupt it, which halves the
 		// export rate. Each row here is one step along an index, so checking
-		// ctx between rows stops the query as promptly.
-		rows, err := conn.WithContext(context.WithoutCancel(ctx)).Raw(sql, args...).Rows()
+		// ctx between rows stops the query as promptly. PostgreSQL takes
+		// ctx (see dialect.interruptQueries).
+		qctx := context.WithoutCancel(ctx)
+		if db.interruptQueries {
+			qctx = ctx
+		}
+		rows, err := conn.WithContext(qctx).Raw(sql, args...).Rows()
 		if err != nil {
 			return err
 		}

@@ -6,7 +6,7 @@
 // separate pool of read-only connections, so that readers never wait for a
 // writer and writes are serialised in the order they were made. The queries
 // are plain SQL that runs on SQLite and PostgreSQL alike; what differs
-// between engines lives in a dialect (see sqlite.go).
+// between engines lives in a dialect (see sqlite.go and postgres.go).
 package repository
 
 import (
@@ -28,8 +28,8 @@ const defaultMaxReaders = 4
 
 // Options says which database to open and how.
 type Options struct {
-	Driver     string       // "sqlite"
-	DSN        string       // for "sqlite", the path of the database file
+	Driver     string       // "sqlite" or "postgres"
+	DSN        string       // for "sqlite", the path of the database file; for "postgres", a libpq URL or key=value string
 	MaxReaders int          // read connections; 4 when not positive
 	Logger     *slog.Logger // receives SQL statements, without their parameters, at debug level; nil discards
 }
@@ -40,17 +40,36 @@ type DB struct {
 	reader *gorm.DB // a pool of read-only connections
 	// scrub purges what the engine keeps of deleted rows outside its tables.
 	scrub func(ctx context.Context, writer *gorm.DB) error
+	// interruptQueries and exportPage are the dialect's.
+	interruptQueries bool
+	exportPage       int
 }
 
 // dialect holds what differs between database engines: how to connect the
-// writer and the read-only readers, and how to scrub deleted rows.
+// writer and the read-only readers, check the server, migrate, scrub deleted
+// rows and read.
 type dialect struct {
 	writer, reader gorm.Dialector
-	scrub          func(ctx context.Context, writer *gorm.DB) error
+	// check, when set, inspects the database once the writer is connected
+	// and logs what weakens the package's guarantees.
+	check func(ctx context.Context, writer *gorm.DB, log *slog.Logger) error
+	// migrateLock, when set, is the statement that serialises migrations
+	// across processes (see migrate).
+	migrateLock string
+	// scrub purges what the engine keeps of deleted rows outside its tables.
+	scrub func(ctx context.Context, writer *gorm.DB) error
+	// interruptQueries runs a query under the caller's context, so that
+	// the driver interrupts it when the context ends. Without it ctx is
+	// checked between rows only.
+	interruptQueries bool
+	// exportPage, when positive, makes Export read pages of that many rows,
+	// each a keyset query of its own, rather than run one query for all.
+	exportPage int
 }
 
 // Open opens the database o describes, creating and migrating its schema as
-// needed. The caller must Close the DB.
+// needed. The caller must Close the DB. It holds at most o.MaxReaders+1
+// connections, and on PostgreSQL one more while an erasure vacuums.
 func Open(ctx context.Context, o Options) (*DB, error) {
 	var (
 		d   dialect
@@ -59,6 +78,8 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	switch o.Driver {
 	case "sqlite":
 		d, err = newSQLite(o.DSN)
+	case "postgres":
+		d, err = newPostgres(o.DSN)
 	default:
 		err = fmt.Errorf("unknown database driver %q", o.Driver)
 	}
@@ -74,11 +95,16 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		readers = defaultMaxReaders
 	}
 
-	db := &DB{scrub: d.scrub}
+	db := &DB{scrub: d.scrub, interruptQueries: d.interruptQueries, exportPage: d.exportPage}
 	if db.writer, err = openPool(d.writer, 1, log); err != nil {
 		return nil, fmt.Errorf("open database writer: %w", err)
 	}
-	if err := migrate(ctx, db.writer); err != nil {
+	if d.check != nil {
+		if err := d.check(ctx, db.writer, log); err != nil {
+			return nil, errors.Join(fmt.Errorf("check database: %w", err), closePool(db.writer))
+		}
+	}
+	if err := migrate(ctx, db.writer, d.migrateLock); err != nil {
 		return nil, errors.Join(fmt.Errorf("migrate database: %w", err), closePool(db.writer))
 	}
 	if db.reader, err = openPool(d.reader, readers, log); err != nil {

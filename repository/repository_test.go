@@ -135,6 +135,45 @@ func runSuite(t *testing.T, open func(t *testing.T) *DB) {
 		}
 	})
 
+	t.Run("MessageKeys", func(t *testing.T) {
+		db := open(t)
+		keyed := func(key, text string, ns int64) model.Message {
+			m := msg("c1", "d1", "en", text, ns)
+			m.Key = key
+			return m
+		}
+		first := consent(keyed("d1/1", "one", 1), keyed("d1/2", "two", 2), msg("c1", "d1", "en", "unkeyed", 3))
+		save(t, db, first)
+		// The same consent retried, and one repeating a key within itself.
+		save(t, db, first)
+		save(t, db, consent(keyed("d1/2", "two again", 4), keyed("d1/3", "three", 5), keyed("d1/3", "three again", 6)))
+
+		if got, want := texts(all(t, db, model.Filter{})), []string{"three", "unkeyed", "unkeyed", "two", "one"}; !slices.Equal(got, want) {
+			t.Errorf("got %q, want %q", got, want)
+		}
+		var keys []string
+		if err := db.reader.Raw("SELECT COALESCE(msg_key, '-') FROM messages ORDER BY created_at DESC, id DESC").Scan(&keys).Error; err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"d1/3", "-", "-", "d1/2", "d1/1"}; !slices.Equal(keys, want) {
+			t.Errorf("got keys %q, want %q", keys, want)
+		}
+		if got := count(t, db, "SELECT COUNT(*) FROM messages WHERE msg_key IS NULL"); got != 2 {
+			t.Errorf("got %d messages with a NULL key, want 2 (the empty key is stored as NULL)", got)
+		}
+		if got := count(t, db, "SELECT COUNT(*) FROM consents"); got != 3 {
+			t.Errorf("got %d ledger entries, want 3: a retried consent is recorded again", got)
+		}
+		// A withdrawn keyed message can be stored again by a new consent.
+		if _, err := db.Withdraw(t.Context(), model.Decision{DialogueID: "d1", DecidedAt: t0}); err != nil {
+			t.Fatalf("Withdraw: %v", err)
+		}
+		save(t, db, consent(keyed("d1/1", "one", 1)))
+		if got := texts(all(t, db, model.Filter{})); !slices.Equal(got, []string{"one"}) {
+			t.Errorf("after withdrawal and a new consent got %q, want [one]", got)
+		}
+	})
+
 	t.Run("LargeConsent", func(t *testing.T) {
 		db := open(t)
 		msgs := make([]model.Message, 5000)

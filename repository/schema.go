@@ -7,8 +7,9 @@ import (
 )
 
 // messageRow is a consented message. CreatedAt is in UTC Unix nanoseconds,
-// so that the order is exact whatever the time zone. Each index serves one
-// combination of filters in newest-first keyset order.
+// so that the order is exact whatever the time zone. Each index but
+// messages_msg_key serves one combination of filters in newest-first keyset
+// order; messages_msg_key makes a keyed message storable once only.
 type messageRow struct {
 	ID         int64  `gorm:"primaryKey;autoIncrement;index:messages_created_id,priority:2;index:messages_language_created_id,priority:3;index:messages_customer_created_id,priority:3;index:messages_customer_language_created_id,priority:4"`
 	CustomerID string `gorm:"not null;check:customer_id <> '';index:messages_customer_created_id,priority:1;index:messages_customer_language_created_id,priority:1"`
@@ -16,9 +17,26 @@ type messageRow struct {
 	Language   string `gorm:"not null;index:messages_language_created_id,priority:1;index:messages_customer_language_created_id,priority:2"`
 	Text       string `gorm:"not null;check:text <> ''"`
 	CreatedAt  int64  `gorm:"not null;autoCreateTime:false;index:messages_created_id,priority:1;index:messages_language_created_id,priority:2;index:messages_customer_created_id,priority:2;index:messages_customer_language_created_id,priority:3"`
+	// Key is the message's idempotency key, NULL when it has none. NULLs
+	// never conflict in a UNIQUE index, on SQLite as on PostgreSQL.
+	Key *string `gorm:"column:msg_key;uniqueIndex:messages_msg_key"`
 }
 
 func (messageRow) TableName() string { return "messages" }
+
+// newMessageRow is a messageRow to insert, without the ID the database
+// assigns: GORM then inserts it without RETURNING the IDs, which nothing
+// reads and which cost a fifth of an insert's time.
+type newMessageRow struct {
+	CustomerID string
+	DialogueID string
+	Language   string
+	Text       string
+	CreatedAt  int64   `gorm:"autoCreateTime:false"`
+	Key        *string `gorm:"column:msg_key"`
+}
+
+func (newMessageRow) TableName() string { return "messages" }
 
 // consentRow is an entry of the append-only consent ledger; the newest entry
 // of a dialogue has the highest ID.
@@ -45,7 +63,19 @@ type erasureRow struct {
 
 func (erasureRow) TableName() string { return "erasures" }
 
-// migrate creates or updates the tables and their indexes.
-func migrate(ctx context.Context, writer *gorm.DB) error {
-	return writer.WithContext(ctx).AutoMigrate(&messageRow{}, &consentRow{}, &erasureRow{})
+// migrate creates or updates the tables and their indexes. When lock is
+// set, the migration is one transaction that runs lock first, so that
+// processes that start together on an empty database take turns rather
+// than race to create the same tables.
+func migrate(ctx context.Context, writer *gorm.DB, lock string) error {
+	rows := []any{&messageRow{}, &consentRow{}, &erasureRow{}}
+	if lock == "" {
+		return writer.WithContext(ctx).AutoMigrate(rows...)
+	}
+	return writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Exec(lock).Error; err != nil {
+			return err
+		}
+		return tx.AutoMigrate(rows...)
+	})
 }

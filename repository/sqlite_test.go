@@ -9,9 +9,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
 
 	"github.com/data-api/data-api/model"
 )
@@ -230,5 +234,48 @@ func TestSQLiteReaderWaitHonoursContext(t *testing.T) {
 	close(release)
 	if err := <-done; err != nil {
 		t.Errorf("Export: %v", err)
+	}
+}
+
+// messageRowV1 is messageRow as it was before messages had keys.
+type messageRowV1 struct {
+	ID         int64  `gorm:"primaryKey;autoIncrement;index:messages_created_id,priority:2;index:messages_language_created_id,priority:3;index:messages_customer_created_id,priority:3;index:messages_customer_language_created_id,priority:4"`
+	CustomerID string `gorm:"not null;check:customer_id <> '';index:messages_customer_created_id,priority:1;index:messages_customer_language_created_id,priority:1"`
+	DialogueID string `gorm:"not null;check:dialogue_id <> '';index:messages_dialogue"`
+	Language   string `gorm:"not null;index:messages_language_created_id,priority:1;index:messages_customer_language_created_id,priority:2"`
+	Text       string `gorm:"not null;check:text <> ''"`
+	CreatedAt  int64  `gorm:"not null;autoCreateTime:false;index:messages_created_id,priority:1;index:messages_language_created_id,priority:2;index:messages_customer_created_id,priority:2;index:messages_customer_language_created_id,priority:3"`
+}
+
+func (messageRowV1) TableName() string { return "messages" }
+
+// TestSQLiteMigratesMessageKeys checks that opening a database made before
+// messages had keys keeps its messages and adds the key and its index.
+func TestSQLiteMigratesMessageKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "test.db")
+	old, err := gorm.Open(sqlite.Open(path), &gorm.Config{Logger: gormLogger{slog.New(slog.DiscardHandler)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.AutoMigrate(&messageRowV1{}, &consentRow{}, &erasureRow{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Create(&messageRowV1{CustomerID: "c1", DialogueID: "d1", Language: "en", Text: "old", CreatedAt: t0.UnixNano()}).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := closePool(old); err != nil {
+		t.Fatal(err)
+	}
+
+	db := openSQLiteAt(t, path)
+	m := msg("c1", "d2", "en", "new", 1)
+	m.Key = "d2/1"
+	save(t, db, consent(m))
+	save(t, db, consent(m))
+	if got := texts(all(t, db, model.Filter{})); !slices.Equal(got, []string{"new", "old"}) {
+		t.Errorf("got %q, want [new old]", got)
+	}
+	if got := count(t, db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'messages_msg_key' AND sql LIKE 'CREATE UNIQUE INDEX%'"); got != 1 {
+		t.Errorf("got %d unique indexes messages_msg_key, want 1", got)
 	}
 }
