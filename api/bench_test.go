@@ -1,0 +1,123 @@
+package api_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/data-api/data-api/api"
+	"github.com/data-api/data-api/repository"
+	"github.com/data-api/data-api/service"
+)
+
+// benchIngestBody is a typical ingest request: a 76-byte text.
+var benchIngestBody = []byte(`{"text": "Hello, I ordered a blue jacket last week and it still has not arrived. Help?", "language": "en"}`)
+
+// newBenchHandler returns the real handler over the real service and a fresh
+// SQLite file, configured as config/data-api.yaml does with one API key,
+// and logging as production does (JSON, info level) to nowhere. newEnv is
+// not used: it takes a *testing.T and keeps every debug line in memory.
+func newBenchHandler(b *testing.B) http.Handler {
+	b.Helper()
+	log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	db, err := repository.Open(b.Context(), repository.Options{
+		Driver: "sqlite", DSN: filepath.Join(b.TempDir(), "data.db"), Logger: log,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	metrics := api.NewMetrics()
+	svc := service.New(db, service.Options{
+		TTL:           30 * time.Minute,
+		SweepInterval: time.Minute,
+		// Far above what one run ingests, so that no request is refused.
+		MaxPending:        1 << 22,
+		MaxMessages:       1000,
+		Shards:            64,
+		MaxTextBytes:      8192,
+		CommitBatch:       128,
+		RetentionBatch:    1000,
+		RetentionInterval: time.Hour,
+		Logger:            log,
+		ObserveWrite:      metrics.ObserveWrite,
+	})
+	return api.NewHandler(svc, api.Options{
+		Logger:       log,
+		MaxBodyBytes: 64 << 10,
+		CursorSecret: []byte("bench cursor secret, 32 bytes ok"),
+		Keys:         []api.Key{key("bot", "ingest")},
+		Metrics:      metrics,
+	})
+}
+
+// newBareGin returns a gin engine with the ingest route only, whose handler
+// reads the body and discards it: the ceiling of the HTTP layer.
+func newBareGin() http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.POST("/data/:customerId/:dialogId", func(c *gin.Context) {
+		if _, err := io.Copy(io.Discard, c.Request.Body); err != nil {
+			c.Status(http.StatusBadRequest)
+			return
+		}
+		c.Status(http.StatusAccepted)
+	})
+	return e
+}
+
+// BenchmarkIngestHTTP measures POST /data/{customerId}/{dialogId} in requests
+// per second, in process: through the whole handler (every middleware, API
+// key check, service, pending store; the owner lookup in SQLite once per
+// dialogue), and through a bare gin engine that reads and discards the body.
+// Each goroutine sends 20 messages to a dialogue, then moves to a new one.
+func BenchmarkIngestHTTP(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		handler func(*testing.B) http.Handler
+	}{
+		{"service", newBenchHandler},
+		{"bare-gin", func(*testing.B) http.Handler { return newBareGin() }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			h := bc.handler(b)
+			auth := "Bearer " + secret("bot")
+			var goroutines, failed atomic.Int64
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				g := goroutines.Add(1)
+				var target string
+				for i := 0; pb.Next(); i++ {
+					if i%20 == 0 {
+						target = fmt.Sprintf("/data/customer-%d/g%d-dialogue-%d", g, g, i/20)
+					}
+					req, err := http.NewRequest(http.MethodPost, target, bytes.NewReader(benchIngestBody))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					req.Header.Set("Authorization", auth)
+					req.Header.Set("Content-Type", "application/json")
+					w := httptest.NewRecorder()
+					h.ServeHTTP(w, req)
+					if w.Code != http.StatusAccepted && failed.Add(1) == 1 {
+						b.Errorf("POST %s: %d %s", target, w.Code, w.Body)
+					}
+				}
+			})
+			if s := b.Elapsed().Seconds(); s > 0 {
+				b.ReportMetric(float64(b.N)/s, "req/s")
+			}
+		})
+	}
+}
