@@ -46,6 +46,7 @@ type Handler struct {
 	log      *slog.Logger
 	auth     *authenticator
 	cursors  cursorCodec
+	ids      *requestIDs
 	draining atomic.Bool
 }
 
@@ -63,6 +64,7 @@ func NewHandler(svc Dialogues, o Options) *Handler {
 		log:     o.Logger,
 		auth:    newAuthenticator(o.Keys),
 		cursors: cursorCodec{secret: o.CursorSecret},
+		ids:     newRequestIDs(),
 	}
 	o.Metrics.watch(svc)
 	h.engine = h.routes()

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -14,14 +16,29 @@ import (
 
 const requestIDHeader = "X-Request-ID"
 
+// requestIDs makes request ids unique across processes without the cost of
+// a random number per request: a random prefix per process and a counter.
+type requestIDs struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newRequestIDs() *requestIDs {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return &requestIDs{prefix: hex.EncodeToString(b[:]) + "-"}
+}
+
+func (r *requestIDs) next() string {
+	return r.prefix + strconv.FormatUint(r.n.Add(1), 36)
+}
+
 // requestID takes the caller's X-Request-ID when it is sane, makes one
 // otherwise, and echoes it in the response.
 func (h *Handler) requestID(c *gin.Context) {
 	id := c.GetHeader(requestIDHeader)
 	if !saneRequestID(id) {
-		var b [16]byte
-		_, _ = rand.Read(b[:])
-		id = hex.EncodeToString(b[:])
+		id = h.ids.next()
 	}
 	c.Set(requestIDHeader, id)
 	c.Header(requestIDHeader, id)

@@ -108,7 +108,7 @@ func TestProbes(t *testing.T) {
 }
 
 func TestRequestID(t *testing.T) {
-	generated := regexp.MustCompile(`^[0-9a-f]{32}$`)
+	generated := regexp.MustCompile(`^[0-9a-f]{16}-[0-9a-z]+$`)
 	for _, c := range []struct {
 		name string
 		sent string // "" sends no header
@@ -135,7 +135,7 @@ func TestRequestID(t *testing.T) {
 			case c.echo && got != c.sent:
 				t.Errorf("X-Request-ID: got %q, want %q echoed", got, c.sent)
 			case !c.echo && !generated.MatchString(got):
-				t.Errorf("X-Request-ID: got %q, want a generated id (32 hex digits)", got)
+				t.Errorf("X-Request-ID: got %q, want a generated id (16 hex digits, a dash, a counter)", got)
 			}
 			requestLine(t, e, got)
 		})

@@ -42,7 +42,11 @@ func (db *DB) SaveConsents(ctx context.Context, cs []model.Consent) error {
 		if len(msgs) > 0 {
 			// A message whose key is stored already is skipped, so that a
 			// consent retried after a crash stores each message once.
-			skipStored := clause.OnConflict{Columns: []clause.Column{{Name: "msg_key"}}, DoNothing: true}
+			skipStored := clause.OnConflict{
+				Columns:     []clause.Column{{Name: "msg_key"}},
+				TargetWhere: clause.Where{Exprs: []clause.Expression{clause.Expr{SQL: "msg_key IS NOT NULL"}}},
+				DoNothing:   true,
+			}
 			if err := tx.Clauses(skipStored).CreateInBatches(msgs, insertBatch).Error; err != nil {
 				return err
 			}

@@ -143,8 +143,8 @@ if state == 'live' then
   if owner ~= customer then return {-1} end
   if tonumber(redis.call('HGET', COUNTS, id) or '0') >= tonumber(ARGV[5]) then return {-2} end
 else
-  if ARGV[6] ~= '1' then return {-3} end
   if redis.call('ZCOUNT', PENDING, now, '+inf') >= tonumber(ARGV[4]) then return {-4} end
+  if ARGV[6] ~= '1' then return {-3} end
   redis.call('HSET', D, 'c', customer, 'ep', redis.call('INCR', EPOCH))
   redis.call('SADD', CUST, id)
 end

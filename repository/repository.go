@@ -123,6 +123,10 @@ func openPool(d gorm.Dialector, n int, log *slog.Logger) (*gorm.DB, error) {
 		// Each write that takes more than one statement runs in a
 		// transaction of our own; a single statement is atomic by itself.
 		SkipDefaultTransaction: true,
+		// Statements are prepared once per connection and reused: the hot
+		// reads (owner look-up, first pages) are the same SQL every time.
+		PrepareStmt:        true,
+		PrepareStmtMaxSize: 256,
 	})
 	if err != nil {
 		return nil, err

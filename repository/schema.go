@@ -17,9 +17,10 @@ type messageRow struct {
 	Language   string `gorm:"not null;index:messages_language_created_id,priority:1;index:messages_customer_language_created_id,priority:2"`
 	Text       string `gorm:"not null;check:text <> ''"`
 	CreatedAt  int64  `gorm:"not null;autoCreateTime:false;index:messages_created_id,priority:1;index:messages_language_created_id,priority:2;index:messages_customer_created_id,priority:2;index:messages_customer_language_created_id,priority:3"`
-	// Key is the message's idempotency key, NULL when it has none. NULLs
-	// never conflict in a UNIQUE index, on SQLite as on PostgreSQL.
-	Key *string `gorm:"column:msg_key;uniqueIndex:messages_msg_key"`
+	// Key is the message's idempotency key, NULL when it has none. The
+	// unique index is partial, so that unkeyed messages (the memory store's)
+	// cost no index entry.
+	Key *string `gorm:"column:msg_key;uniqueIndex:messages_msg_key,where:msg_key IS NOT NULL"`
 }
 
 func (messageRow) TableName() string { return "messages" }

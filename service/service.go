@@ -133,8 +133,9 @@ func (d *Dialogues) Ingest(ctx context.Context, m model.Message) (int, error) {
 	if err := model.ValidateText(m.Text, d.o.MaxTextBytes); err != nil {
 		v.Add("text", err.Error())
 	}
-	if err := v.Err(); err != nil {
-		return 0, err
+	if len(v.Problems) > 0 {
+		verr := v // only a failure pays for a heap copy
+		return 0, &verr
 	}
 	m.Language = lang
 	m.CreatedAt = d.o.Clock().UTC()

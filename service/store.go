@@ -126,13 +126,17 @@ func (s *store) Append(ctx context.Context, m model.Message, ownerChecked bool) 
 	}
 	defer sh.mu.Unlock()
 	if d == nil {
+		// A full store refuses before anyone asks the database about the
+		// dialogue's owner, so that a flood of new dialogues costs little.
 		if !ownerChecked {
+			if s.dialogues.Load() >= s.maxPending {
+				return 0, s.errFull()
+			}
 			return 0, model.ErrNewDialogue
 		}
 		if s.dialogues.Add(1) > s.maxPending {
 			s.dialogues.Add(-1)
-			return 0, model.Errorf(model.ErrFull, fmt.Sprintf(
-				"the service holds %d pending dialogues, the most it can; retry later", s.maxPending))
+			return 0, s.errFull()
 		}
 		d = &dialogue{customer: m.CustomerID}
 		sh.m[m.DialogueID] = d
@@ -160,6 +164,11 @@ func (s *store) Append(ctx context.Context, m model.Message, ownerChecked bool) 
 	d.lastAt = at
 	s.messages.Add(1)
 	return len(d.msgs), nil
+}
+
+func (s *store) errFull() error {
+	return model.Errorf(model.ErrFull, fmt.Sprintf(
+		"the service holds %d pending dialogues, the most it can; retry later", s.maxPending))
 }
 
 func (s *store) Take(ctx context.Context, id string) (*model.Handover, error) {
