@@ -32,9 +32,10 @@ func (c *ceilingReport) print(w io.Writer) {
 
 // ceiling measures how fast this machine and this tool can send messages to
 // a server that does nothing with them, then how fast the target ingests
-// the same load in real dialogues, consent decisions included. The bare
-// server runs in this process and so shares its CPUs with the load, as the
-// target does on one machine.
+// the same load: messages only with -mode ingest, or real dialogues with
+// their consent decisions with -mode full. The bare server runs in this
+// process and so shares its CPUs with the load, as the target does on one
+// machine.
 func (l *loader) ceiling(ctx context.Context) (c ceilingReport, bare, target phaseResult, err error) {
 	d := l.opts.ceilingDuration
 	srv, err := startBareServer()
@@ -46,7 +47,7 @@ func (l *loader) ceiling(ctx context.Context) (c ceilingReport, bare, target pha
 		return c, bare, target, fmt.Errorf("bare server: %w", err)
 	}
 	l.client.CloseIdleConnections()
-	target = l.runPhase(ctx, phase{name: "ceiling: target", base: l.opts.target.String(), duration: d, consents: true})
+	target = l.runPhase(ctx, phase{name: "ceiling: target", base: l.opts.target.String(), duration: d, consents: l.opts.mode == modeFull})
 
 	b := bare.report().endpoint(epIngest.String())
 	t := target.report().endpoint(epIngest.String())

@@ -55,7 +55,9 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 		return fmt.Errorf("configuration: %w", err)
 	}
 
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel(cfg.Log.Level)}))
+	logOut := newLogWriter(stderr)
+	defer logOut.Close()
+	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: logLevel(cfg.Log.Level)}))
 	log.Info("starting", "config", cfg.Redacted())
 	keys, err := apiKeys(cfg.Auth.Keys)
 	if err != nil {
