@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -36,22 +35,10 @@ func TestRun(t *testing.T) {
 	waitReady(t, base, done)
 	bot, ana := "bot-secret-0123456789", "ana-secret-0123456789"
 
+	inst := &instance{base: base}
 	call := func(method, path, key, body string, want int) map[string]any {
 		t.Helper()
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+key)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != want {
-			t.Fatalf("%s %s: %d, want %d; %s", method, path, resp.StatusCode, want, b)
-		}
-		var m map[string]any
-		_ = json.Unmarshal(b, &m)
-		return m
+		return callAs(t, inst, key, method, path, body, want)
 	}
 	call("POST", "/data/cust-1/dlg-1", bot, `{"text": "I need help", "language": "EN"}`, 202)
 	call("POST", "/data/cust-1/dlg-1", bot, `{"text": "with my order", "language": "en"}`, 202)

@@ -154,7 +154,17 @@ func callStatus(t *testing.T, inst *instance, method, path, body string) int {
 
 func call(t *testing.T, inst *instance, method, path, body string, want int) map[string]any {
 	t.Helper()
+	return callAs(t, inst, "", method, path, body, want)
+}
+
+// callAs sends a request with key as its bearer key (none when empty) and
+// requires status want; it returns the decoded JSON body.
+func callAs(t *testing.T, inst *instance, key, method, path, body string, want int) map[string]any {
+	t.Helper()
 	req, _ := http.NewRequest(method, inst.base+path, strings.NewReader(body))
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
