@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -122,6 +125,106 @@ func TestRun(t *testing.T) {
 				t.Errorf("got ceiling %+v, want a positive ratio", rep.Ceiling)
 			}
 		})
+	}
+}
+
+// Shape of the data seed stores: seedDialogues dialogues of seedMessages
+// messages, spread over seedCustomers customers and seedLanguages.
+const (
+	seedCustomers = 8
+	seedDialogues = 40
+	seedMessages  = 10
+	seedText      = "seeded message for the query mode test"
+)
+
+var seedLanguages = []string{"en", "de"}
+
+// seed stores seedDialogues*seedMessages consented messages through the
+// service's HTTP API.
+func seed(t *testing.T, base string) {
+	t.Helper()
+	post := func(path, body string, want int) {
+		t.Helper()
+		resp, err := http.Post(base+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("POST %s: got status %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	for d := range seedDialogues {
+		customer, dialogue := fmt.Sprintf("seed-c%d", d%seedCustomers), fmt.Sprintf("seed-d%d", d)
+		body := fmt.Sprintf(`{"text":%q,"language":%q}`, seedText, seedLanguages[d%len(seedLanguages)])
+		for range seedMessages {
+			post("/data/"+customer+"/"+dialogue, body, http.StatusAccepted)
+		}
+		post("/consents/"+dialogue, "true", http.StatusOK)
+	}
+}
+
+func TestRunQuery(t *testing.T) {
+	srv := newService(t)
+	seed(t, srv.URL)
+	jsonPath := filepath.Join(t.TempDir(), "report.json")
+	var out bytes.Buffer
+	args := []string{"-url", srv.URL, "-mode", "query", "-duration", "1s", "-conns", "4", "-deep-pages", "3", "-json", jsonPath}
+	if err := run(t.Context(), args, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, &out)
+	}
+	for _, secret := range []string{"seed-c", "seed-d", seedText} {
+		if strings.Contains(out.String(), secret) {
+			t.Errorf("the output holds %q:\n%s", secret, &out)
+		}
+	}
+
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	if want := (discoveryReport{Sampled: seedDialogues * seedMessages, Customers: seedCustomers, Languages: len(seedLanguages)}); rep.Discovery == nil || *rep.Discovery != want {
+		t.Errorf("got discovery %+v, want %+v", rep.Discovery, want)
+	}
+	if len(rep.Phases) != 2 {
+		t.Fatalf("got %d phases, want 2 (queries, export)\n%s", len(rep.Phases), &out)
+	}
+	queries, export := rep.Phases[0], rep.Phases[1]
+	for _, name := range []string{"query-none", "query-language", "query-customer", "query-both", "query-page1", "query-walk", "query-deep"} {
+		got := queries.endpoint(name)
+		if got.Requests == 0 || got.OK != got.Requests || len(got.Failures) > 0 {
+			t.Errorf("%s: got %d requests, %d ok, errors %v; want some, all ok\n%s", name, got.Requests, got.OK, got.Failures, &out)
+		}
+	}
+	if got := queries.endpoint("ingest"); got.Requests != 0 {
+		t.Errorf("got %d ingest requests, want none", got.Requests)
+	}
+	if d := queries.Deep; d == nil || d.Walks == 0 || d.RatioP50 <= 0 {
+		t.Errorf("got deep pages %+v, want walks to page 3 and a ratio", d)
+	}
+	got := export.endpoint("export")
+	if want := int64(seedDialogues * seedMessages); got.Requests != 1 || got.OK != 1 || got.Rows != want || got.RowsPerSecond <= 0 {
+		t.Errorf("export: got %d requests, %d ok, %d rows at %.0f rows/s; want 1, 1, %d rows at a positive rate",
+			got.Requests, got.OK, got.Rows, got.RowsPerSecond, want)
+	}
+	if rep.Check != nil || rep.CheckSkipped == "" {
+		t.Errorf("got check %+v, skipped %q; want it skipped with a reason", rep.Check, rep.CheckSkipped)
+	}
+}
+
+// TestRunQueryEmpty checks that query mode refuses a target with nothing
+// to query.
+func TestRunQueryEmpty(t *testing.T) {
+	srv := newService(t)
+	var out bytes.Buffer
+	err := run(t.Context(), []string{"-url", srv.URL, "-mode", "query", "-duration", "1s"}, &out)
+	if err == nil || !strings.Contains(err.Error(), "no consented message") {
+		t.Errorf("got %v, want an error saying the target holds no consented message", err)
 	}
 }
 

@@ -66,7 +66,7 @@ type loader struct {
 // newLoader returns a loader whose client keeps a connection alive for each
 // worker.
 func newLoader(o options, progress io.Writer) *loader {
-	perHost := o.conns + o.analysts + checkWorkers
+	perHost := o.conns + o.analysts + deepWalkers + checkWorkers
 	transport := &http.Transport{
 		// No proxy: the tool talks only to the URL it is given.
 		Proxy: nil,
@@ -127,18 +127,33 @@ func (l *loader) send(ctx context.Context, method, target, body string) (*http.R
 	return l.client.Do(req)
 }
 
+// phaseKind is what the workers of a phase do.
+type phaseKind uint8
+
+const (
+	kindChat   phaseKind = iota // the chatbot's messages and decisions, and analysts
+	kindQuery                   // analysts' first pages and deep walks (query mode)
+	kindExport                  // one export of the whole data set (query mode)
+)
+
 // phase is one bout of load against one server.
 type phase struct {
 	name     string
+	kind     phaseKind
 	base     string // the server's base URL, without a trailing slash
 	duration time.Duration
 	consents bool // end each dialogue with a consent decision
 	analysts int
+
+	// Query phases only.
+	filters   *filterPool // values the query workers filter on
+	walkers   int         // workers that follow nextCursor to deepPages
+	deepPages int
 }
 
 // mainPhase is the phase the flags describe.
 func (l *loader) mainPhase() phase {
-	p := phase{name: "main (" + l.opts.mode + ")", base: l.opts.target.String(), duration: l.opts.duration}
+	p := phase{name: "main (" + l.opts.mode + ")", kind: kindChat, base: l.opts.target.String(), duration: l.opts.duration}
 	if l.opts.mode == modeFull {
 		p.consents, p.analysts = true, l.opts.analysts
 	}
@@ -152,6 +167,8 @@ type phaseResult struct {
 	elapsed time.Duration
 	stats   [numEndpoints]*endpointStats
 	decided []dialogue
+
+	walks, shortWalks int64 // deep walks that reached deepPages, and that met the last page first
 }
 
 // session is a phase under way.
@@ -166,13 +183,24 @@ type session struct {
 
 	mu      sync.Mutex
 	decided []dialogue
+
+	walks, shortWalks atomic.Int64
 }
 
 // runPhase sends the load p describes until its duration is over or
 // -max-requests were sent, waits for the requests in flight and returns
 // what it measured.
 func (l *loader) runPhase(ctx context.Context, p phase) phaseResult {
-	fmt.Fprintf(l.progress, "running %s: %d workers, %d analysts, for %s...\n", p.name, l.opts.conns, p.analysts, p.duration)
+	workers := l.opts.conns
+	switch p.kind {
+	case kindChat:
+		fmt.Fprintf(l.progress, "running %s: %d workers, %d analysts, for %s...\n", p.name, workers, p.analysts, p.duration)
+	case kindQuery:
+		fmt.Fprintf(l.progress, "running %s: %d workers, %s to page %d, for %s...\n", p.name, workers, plural(p.walkers, "deep walker"), p.deepPages, p.duration)
+	case kindExport:
+		workers = 1
+		fmt.Fprintf(l.progress, "running %s...\n", p.name)
+	}
 	stop, cancel := context.WithTimeout(ctx, p.duration)
 	defer cancel()
 	s := &session{loader: l, phase: p, ctx: ctx, stop: stop}
@@ -183,14 +211,34 @@ func (l *loader) runPhase(ctx context.Context, p phase) phaseResult {
 
 	start := time.Now()
 	var wg sync.WaitGroup
-	for range l.opts.conns {
-		wg.Go(s.chat)
-	}
-	for range p.analysts {
-		wg.Go(s.analyse)
+	switch p.kind {
+	case kindChat:
+		for range workers {
+			wg.Go(s.chat)
+		}
+		for range p.analysts {
+			wg.Go(s.analyse)
+		}
+	case kindQuery:
+		for i := range workers {
+			wg.Go(func() { s.query(i) })
+		}
+		for range p.walkers {
+			wg.Go(s.walk)
+		}
+	case kindExport:
+		wg.Go(s.exportAll)
 	}
 	wg.Wait()
-	return phaseResult{phase: p, workers: l.opts.conns, elapsed: time.Since(start), stats: s.stats, decided: s.decided}
+	return phaseResult{
+		phase:      p,
+		workers:    workers,
+		elapsed:    time.Since(start),
+		stats:      s.stats,
+		decided:    s.decided,
+		walks:      s.walks.Load(),
+		shortWalks: s.shortWalks.Load(),
+	}
 }
 
 // next reports whether one more request may start, and counts it.
@@ -287,7 +335,7 @@ func (s *session) analyse() {
 			if !s.next() {
 				return
 			}
-			next, ok := s.page(f, cursor)
+			next, ok := s.page(epQuery, f, cursor)
 			if !ok || next == "" {
 				break
 			}
@@ -310,15 +358,17 @@ func (s *session) randomFilter() url.Values {
 	return f
 }
 
-// page fetches one page of GET /data and returns its nextCursor.
-func (s *session) page(f url.Values, cursor string) (next string, ok bool) {
-	q := maps.Clone(f)
+// page fetches one page of GET /data with the filters f, which it leaves
+// as they are, records it under ep and returns its nextCursor.
+func (s *session) page(ep endpoint, f url.Values, cursor string) (next string, ok bool) {
+	q := url.Values{}
+	maps.Copy(q, f)
 	q.Set("limit", strconv.Itoa(pageLimit))
 	if cursor != "" {
 		q.Set("cursor", cursor)
 	}
 	var reply pageReply
-	status := s.do(epQuery, http.MethodGet, withQuery(s.base+"/data", q), "", func(r io.Reader) (int64, error) {
+	status := s.do(ep, http.MethodGet, withQuery(s.base+"/data", q), "", func(r io.Reader) (int64, error) {
 		if err := json.NewDecoder(r).Decode(&reply); err != nil {
 			return 0, errBadBody
 		}

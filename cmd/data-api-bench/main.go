@@ -4,6 +4,11 @@
 // under a true consent is stored exactly once and that nothing of a dialogue
 // refused consent is.
 //
+// With -mode query it sends no message: it measures analysts' queries over
+// whatever consented data the target already holds (first pages of each
+// filter combination, page -deep-pages against page 1) and one export of
+// the whole data set, and checks nothing.
+//
 // Usage:
 //
 //	go run ./cmd/data-api-bench -url http://127.0.0.1:8080 [flags]
@@ -45,6 +50,7 @@ var errInconsistent = errors.New("consistency check failed")
 const (
 	modeFull   = "full"   // messages, consent decisions and analysts
 	modeIngest = "ingest" // messages only: dialogues stay pending until their TTL
+	modeQuery  = "query"  // analysts' queries over the data the target holds, then one export
 )
 
 // Ways the consistency check reads stored messages.
@@ -67,6 +73,7 @@ type options struct {
 	trueShare       float64
 	analysts        int
 	pages           int
+	deepPages       int
 	exportEvery     time.Duration
 	timeout         time.Duration
 	ceiling         bool
@@ -105,7 +112,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		decided = append(decided, target.decided...)
 		acked += target.stats[epIngest].ok
 	}
-	if o.duration > 0 && ctx.Err() == nil {
+	var answered int64 // queries the target answered, in query mode
+	switch {
+	case o.mode == modeQuery && ctx.Err() == nil:
+		answered, err = l.runQuery(ctx, &rep)
+		if err != nil {
+			return err
+		}
+	case o.duration > 0 && ctx.Err() == nil:
 		p := l.runPhase(ctx, l.mainPhase())
 		rep.Phases = append(rep.Phases, p.report())
 		decided = append(decided, p.decided...)
@@ -115,6 +129,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	switch {
 	case ctx.Err() != nil:
 		rep.CheckSkipped = "interrupted"
+	case o.mode == modeQuery:
+		rep.CheckSkipped = "-mode query only reads the data the target already holds; it sends nothing to check"
 	case !o.ceiling && o.mode == modeIngest:
 		rep.CheckSkipped = "-mode ingest sends no consent decision"
 	case len(decided) == 0:
@@ -136,7 +152,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("interrupted: %w", context.Cause(ctx))
-	case acked == 0:
+	case o.mode == modeQuery && answered == 0:
+		return errors.New("the target answered no query; see the errors above and check -url and -key")
+	case o.mode != modeQuery && acked == 0:
 		return errors.New("the target acknowledged no message; see the errors above and check -url and -key")
 	case rep.Check != nil && rep.Check.failed():
 		return errInconsistent
@@ -155,17 +173,20 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.StringVar(&rawURL, "url", "", "base URL of the Data API to load, e.g. http://127.0.0.1:8080 (required)")
 	fs.BoolVar(&o.allowRemote, "allow-remote", false, "accept a -url whose host is not a loopback address")
 	fs.StringVar(&o.key, "key", "", "API key sent as a bearer token with every request (default none)")
-	fs.StringVar(&o.mode, "mode", modeFull, "main phase: full (messages, consents, analysts) or ingest (messages only)")
+	fs.StringVar(&o.mode, "mode", modeFull, "main phase: full (messages, consents, analysts), ingest (messages only),\n"+
+		"or query (analysts' queries over the data the target holds, then one export of it all; sends no message)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "length of the main phase; 0 skips it (with -ceiling only)")
 	fs.Int64Var(&o.maxRequests, "max-requests", 5_000_000, "most requests sent in one phase")
-	fs.IntVar(&o.conns, "conns", 64, "ingest workers, each one request at a time")
+	fs.IntVar(&o.conns, "conns", 64, "ingest workers (query workers with -mode query), each one request at a time")
 	fs.IntVar(&o.customers, "customers", 1000, "size of the pool of customer ids")
 	fs.IntVar(&o.messages, "messages", 20, "messages per dialogue")
 	fs.Float64Var(&o.trueShare, "true-share", 0.8, "share of dialogues whose consent is true")
 	fs.IntVar(&o.analysts, "analysts", 2, "analyst workers querying GET /data (full mode)")
-	fs.IntVar(&o.pages, "pages", 5, "most pages an analyst follows per query")
+	fs.IntVar(&o.pages, "pages", 5, "most pages an analyst follows per query (full mode)")
+	fs.IntVar(&o.deepPages, "deep-pages", 100, "with -mode query, a walker follows nextCursor of the unfiltered query\n"+
+		"from page 1 to this page, to compare its latency with page 1's")
 	fs.DurationVar(&o.exportEvery, "export-every", 5*time.Second, "each analyst streams GET /data/export this often; 0 never")
-	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "limit on one request, reading its reply included")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "limit on one request, reading its reply included (the export of -mode query too)")
 	fs.BoolVar(&o.ceiling, "ceiling", false, "first compare ingest throughput with a bare in-process Gin server")
 	fs.DurationVar(&o.ceilingDuration, "ceiling-duration", 10*time.Second, "length of each of the two ceiling phases")
 	fs.IntVar(&o.checkSample, "check-sample", 100, "customers whose decided dialogues are checked after the load")
@@ -190,8 +211,11 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 func (o options) validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if o.mode != modeFull && o.mode != modeIngest {
-		bad("-mode must be %s or %s", modeFull, modeIngest)
+	if o.mode != modeFull && o.mode != modeIngest && o.mode != modeQuery {
+		bad("-mode must be %s, %s or %s", modeFull, modeIngest, modeQuery)
+	}
+	if o.mode == modeQuery && o.ceiling {
+		bad("-ceiling measures ingestion; it does not go with -mode query")
 	}
 	if o.duration < 0 || (o.duration == 0 && !o.ceiling) {
 		bad("-duration must be positive (0 is allowed with -ceiling only)")
@@ -216,6 +240,9 @@ func (o options) validate() error {
 	}
 	if o.pages < 1 {
 		bad("-pages must be positive")
+	}
+	if o.deepPages < 2 {
+		bad("-deep-pages must be at least 2")
 	}
 	if o.exportEvery < 0 {
 		bad("-export-every must not be negative")

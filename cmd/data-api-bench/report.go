@@ -18,18 +18,43 @@ import (
 // endpoint is a kind of request the tool measures.
 type endpoint int
 
+// Every endpoint from epQuery on reads stored messages and counts them.
 const (
-	epIngest       endpoint = iota // POST /data/{customerId}/{dialogId}
-	epConsentTrue                  // POST /consents/{dialogId} with true
-	epConsentFalse                 // POST /consents/{dialogId} with false
-	epQuery                        // GET /data
-	epExport                       // GET /data/export
+	epIngest        endpoint = iota // POST /data/{customerId}/{dialogId}
+	epConsentTrue                   // POST /consents/{dialogId} with true
+	epConsentFalse                  // POST /consents/{dialogId} with false
+	epQuery                         // GET /data, analysts' pages in full mode
+	epExport                        // GET /data/export
+	epQueryNone                     // query mode: GET /data, first page, no filter
+	epQueryLanguage                 // query mode: first page, language
+	epQueryCustomer                 // query mode: first page, customerId
+	epQueryBoth                     // query mode: first page, customerId and language
+	epQueryPage1                    // query mode: page 1 of a deep walk, no filter
+	epQueryWalk                     // query mode: pages between page 1 and the deep page
+	epQueryDeep                     // query mode: page -deep-pages of a deep walk
 	numEndpoints
 )
 
-var endpointNames = [numEndpoints]string{"ingest", "consent-true", "consent-false", "query", "export"}
+var endpointNames = [numEndpoints]string{
+	"ingest", "consent-true", "consent-false", "query", "export",
+	"query-none", "query-language", "query-customer", "query-both",
+	"query-page1", "query-walk", "query-deep",
+}
 
 func (e endpoint) String() string { return endpointNames[e] }
+
+// readsRows reports whether e's replies hold stored messages.
+func (e endpoint) readsRows() bool { return e >= epQuery }
+
+// endpointNamed returns the endpoint of a name in a report.
+func endpointNamed(name string) (endpoint, bool) {
+	for ep, n := range endpointNames {
+		if n == name {
+			return endpoint(ep), true
+		}
+	}
+	return 0, false
+}
 
 // want is the status of a successful request.
 func (e endpoint) want() int {
@@ -52,6 +77,7 @@ type endpointStats struct {
 	requests int64
 	ok       int64
 	rows     int64
+	busy     time.Duration    // summed latency of the successful requests
 	failures map[string]int64 // by status code, failTransport or failBody
 }
 
@@ -74,6 +100,7 @@ func (e *endpointStats) record(d time.Duration, failure string, rows int64) {
 	e.rows += rows
 	if failure == "" {
 		e.ok++
+		e.busy += d
 	} else {
 		e.failures[failure]++
 	}
@@ -81,31 +108,37 @@ func (e *endpointStats) record(d time.Duration, failure string, rows int64) {
 
 // report is everything a run measured.
 type report struct {
-	Target       string         `json:"target"`
-	Phases       []phaseReport  `json:"phases"`
-	Ceiling      *ceilingReport `json:"ceiling,omitempty"`
-	Check        *checkReport   `json:"check,omitempty"`
-	CheckSkipped string         `json:"checkSkipped,omitempty"`
+	Target       string           `json:"target"`
+	Discovery    *discoveryReport `json:"discovery,omitempty"` // query mode
+	Phases       []phaseReport    `json:"phases"`
+	Ceiling      *ceilingReport   `json:"ceiling,omitempty"`
+	Check        *checkReport     `json:"check,omitempty"`
+	CheckSkipped string           `json:"checkSkipped,omitempty"`
 }
 
 // phaseReport is what one phase measured.
 type phaseReport struct {
-	Name      string           `json:"name"`
-	Seconds   float64          `json:"seconds"`
-	Workers   int              `json:"workers"`
-	Analysts  int              `json:"analysts"`
-	Endpoints []endpointReport `json:"endpoints"`
+	Name        string           `json:"name"`
+	Seconds     float64          `json:"seconds"`
+	Workers     int              `json:"workers"`
+	Analysts    int              `json:"analysts"`
+	DeepWalkers int              `json:"deepWalkers,omitempty"`
+	Endpoints   []endpointReport `json:"endpoints"`
+	Deep        *deepReport      `json:"deep,omitempty"` // query mode: page -deep-pages against page 1
 }
 
 // endpointReport is what one phase measured of one endpoint.
 type endpointReport struct {
-	Endpoint  string           `json:"endpoint"`
-	Requests  int64            `json:"requests"`
-	OK        int64            `json:"ok"`
-	PerSecond float64          `json:"requestsPerSecond"`
-	LatencyMs latencyReport    `json:"latencyMs"`
-	Rows      int64            `json:"rows,omitempty"`   // messages read by queries and exports
-	Failures  map[string]int64 `json:"errors,omitempty"` // by status code, "transport" or "body"
+	Endpoint  string        `json:"endpoint"`
+	Requests  int64         `json:"requests"`
+	OK        int64         `json:"ok"`
+	PerSecond float64       `json:"requestsPerSecond"`
+	LatencyMs latencyReport `json:"latencyMs"`
+	Rows      int64         `json:"rows,omitempty"` // messages read by queries and exports
+	// RowsPerSecond is, for exports, the rows streamed per second of the
+	// exports' own time (the sum of their latencies).
+	RowsPerSecond float64          `json:"rowsPerSecond,omitempty"`
+	Failures      map[string]int64 `json:"errors,omitempty"` // by status code, "transport" or "body"
 }
 
 // latencyReport holds latency percentiles in milliseconds.
@@ -118,25 +151,37 @@ type latencyReport struct {
 }
 
 // report summarises the phase: every endpoint that saw a request, and
-// ingestion always.
+// ingestion always in a phase that sends messages.
 func (r phaseResult) report() phaseReport {
-	p := phaseReport{Name: r.name, Seconds: r.elapsed.Seconds(), Workers: r.workers, Analysts: r.analysts}
+	p := phaseReport{Name: r.name, Seconds: r.elapsed.Seconds(), Workers: r.workers, Analysts: r.analysts, DeepWalkers: r.walkers}
 	for ep, s := range r.stats {
-		if s.requests == 0 && endpoint(ep) != epIngest {
+		if s.requests == 0 && (endpoint(ep) != epIngest || r.kind != kindChat) {
 			continue
 		}
-		ms := func(q float64) float64 { return float64(s.latency.ValueAtPercentile(q)) / 1000 }
-		p.Endpoints = append(p.Endpoints, endpointReport{
+		e := endpointReport{
 			Endpoint:  endpoint(ep).String(),
 			Requests:  s.requests,
 			OK:        s.ok,
 			PerSecond: float64(s.requests) / r.elapsed.Seconds(),
-			LatencyMs: latencyReport{P50: ms(50), P90: ms(90), P99: ms(99), P999: ms(99.9), Max: float64(s.latency.Max()) / 1000},
+			LatencyMs: s.latencies(),
 			Rows:      s.rows,
 			Failures:  s.failures,
-		})
+		}
+		if endpoint(ep) == epExport && s.busy > 0 {
+			e.RowsPerSecond = float64(s.rows) / s.busy.Seconds()
+		}
+		p.Endpoints = append(p.Endpoints, e)
+	}
+	if r.kind == kindQuery {
+		p.Deep = r.deepReport()
 	}
 	return p
+}
+
+// latencies returns the percentiles of the recorded latencies.
+func (e *endpointStats) latencies() latencyReport {
+	ms := func(q float64) float64 { return float64(e.latency.ValueAtPercentile(q)) / 1000 }
+	return latencyReport{P50: ms(50), P90: ms(90), P99: ms(99), P999: ms(99.9), Max: float64(e.latency.Max()) / 1000}
 }
 
 // endpoint returns the report of the named endpoint, or a zero one.
@@ -152,6 +197,9 @@ func (p phaseReport) endpoint(name string) endpointReport {
 // print writes the report as aligned text tables.
 func (r report) print(w io.Writer) {
 	fmt.Fprintf(w, "\ntarget %s\n", r.Target)
+	if r.Discovery != nil {
+		r.Discovery.print(w)
+	}
 	for _, p := range r.Phases {
 		p.print(w)
 	}
@@ -168,18 +216,39 @@ func (r report) print(w io.Writer) {
 }
 
 func (p phaseReport) print(w io.Writer) {
-	fmt.Fprintf(w, "\n%s: %.1fs, %d workers, %d analysts\n", p.Name, p.Seconds, p.Workers, p.Analysts)
-	fmt.Fprintf(w, "%-13s %9s %9s %9s %8s %8s %8s %8s %8s %9s  %s\n",
-		"endpoint", "requests", "ok", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "rows", "errors")
+	fmt.Fprintf(w, "\n%s: %.1fs, %s", p.Name, p.Seconds, plural(p.Workers, "worker"))
+	if p.Analysts > 0 {
+		fmt.Fprintf(w, ", %s", plural(p.Analysts, "analyst"))
+	}
+	if p.DeepWalkers > 0 {
+		fmt.Fprintf(w, ", %s", plural(p.DeepWalkers, "deep walker"))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "%-14s %9s %9s %9s %8s %8s %8s %8s %8s %9s %10s  %s\n",
+		"endpoint", "requests", "ok", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "rows", "rows/s", "errors")
 	for _, e := range p.Endpoints {
 		l := e.LatencyMs
-		rows := "-" // only queries and exports read rows
-		if e.Endpoint == epQuery.String() || e.Endpoint == epExport.String() {
+		rows, rate := "-", "-" // only queries and exports read rows; rows/s is for exports
+		if ep, ok := endpointNamed(e.Endpoint); ok && ep.readsRows() {
 			rows = strconv.FormatInt(e.Rows, 10)
 		}
-		fmt.Fprintf(w, "%-13s %9d %9d %9.1f %8.2f %8.2f %8.2f %8.2f %8.2f %9s  %s\n",
-			e.Endpoint, e.Requests, e.OK, e.PerSecond, l.P50, l.P90, l.P99, l.P999, l.Max, rows, failures(e.Failures))
+		if e.RowsPerSecond > 0 {
+			rate = strconv.FormatFloat(e.RowsPerSecond, 'f', 0, 64)
+		}
+		fmt.Fprintf(w, "%-14s %9d %9d %9.1f %8.2f %8.2f %8.2f %8.2f %8.2f %9s %10s  %s\n",
+			e.Endpoint, e.Requests, e.OK, e.PerSecond, l.P50, l.P90, l.P99, l.P999, l.Max, rows, rate, failures(e.Failures))
 	}
+	if p.Deep != nil {
+		p.Deep.print(w)
+	}
+}
+
+// plural returns "1 worker" or "n workers".
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return strconv.Itoa(n) + " " + word + "s"
 }
 
 // failures formats failure counts as "503:12 transport:3", or "-".
