@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/data-api/data-api/api"
@@ -308,5 +309,29 @@ func TestVerify(t *testing.T) {
 		if got := l.verify(tt.d, tt.stored); got != tt.want {
 			t.Errorf("%s: got %+v, want %+v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestAlsoSpreadsRequests sends one run's requests round-robin to two
+// front doors of the same service, and the check still passes.
+func TestAlsoSpreadsRequests(t *testing.T) {
+	srv := newService(t)
+	var hits [2]atomic.Int64
+	doors := make([]*httptest.Server, 2)
+	for i := range doors {
+		doors[i] = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits[i].Add(1)
+			srv.Config.Handler.ServeHTTP(w, r)
+		}))
+		t.Cleanup(doors[i].Close)
+	}
+	var out bytes.Buffer
+	args := []string{"-url", doors[0].URL, "-also", doors[1].URL, "-duration", "1s", "-conns", "4", "-customers", "5", "-messages", "3", "-check-all"}
+	if err := run(t.Context(), args, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, &out)
+	}
+	a, b := hits[0].Load(), hits[1].Load()
+	if a == 0 || b == 0 || a > 2*b || b > 2*a {
+		t.Fatalf("requests per instance: %d and %d, want them spread evenly", a, b)
 	}
 }

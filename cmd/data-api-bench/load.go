@@ -60,7 +60,8 @@ type loader struct {
 	client   *http.Client
 	progress io.Writer
 	runID    string
-	seq      atomic.Int64 // dialogues started so far in this run
+	seq      atomic.Int64  // dialogues started so far in this run
+	spread   atomic.Uint64 // requests spread over -url and -also so far
 }
 
 // newLoader returns a loader whose client keeps a connection alive for each
@@ -108,8 +109,14 @@ func (l *loader) text(seq int64, i int) string {
 	return s
 }
 
-// send sends one request with the key, if any.
+// send sends one request with the key, if any, to the next instance in
+// turn when -also names more than one.
 func (l *loader) send(ctx context.Context, method, target, body string) (*http.Response, error) {
+	if primary := l.opts.target.String(); len(l.opts.also) > 0 && strings.HasPrefix(target, primary) {
+		if i := l.spread.Add(1) % uint64(len(l.opts.also)+1); i > 0 {
+			target = l.opts.also[i-1] + target[len(primary):]
+		}
+	}
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)

@@ -62,6 +62,7 @@ const (
 // options are the tool's settings, from its flags.
 type options struct {
 	target          *url.URL
+	also            []string // more instances of the target's deployment
 	allowRemote     bool
 	key             string
 	mode            string
@@ -171,6 +172,12 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 		rawURL string
 	)
 	fs.StringVar(&rawURL, "url", "", "base URL of the Data API to load, e.g. http://127.0.0.1:8080 (required)")
+	var also []string
+	fs.Func("also", "base URL of another instance of the same deployment (repeatable): requests go\n"+
+		"round-robin over -url and every -also, so that no dialogue sticks to one instance", func(v string) error {
+		also = append(also, v)
+		return nil
+	})
 	fs.BoolVar(&o.allowRemote, "allow-remote", false, "accept a -url whose host is not a loopback address")
 	fs.StringVar(&o.key, "key", "", "API key sent as a bearer token with every request (default none)")
 	fs.StringVar(&o.mode, "mode", modeFull, "main phase: full (messages, consents, analysts), ingest (messages only),\n"+
@@ -204,6 +211,13 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 		return o, err
 	}
 	o.target = target
+	for _, raw := range also {
+		u, err := parseTarget(raw, o.allowRemote)
+		if err != nil {
+			return o, fmt.Errorf("-also: %w", err)
+		}
+		o.also = append(o.also, u.String())
+	}
 	return o, o.validate()
 }
 
