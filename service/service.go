@@ -1,6 +1,7 @@
-// Package service holds Data API's rules: the in-memory store of pending
-// dialogues with its TTL, consent, queries, erasure and retention. It talks to
-// persistence through the Repository interface it declares.
+// Package service holds Data API's rules: pending dialogues with their TTL
+// (in its own sharded memory store, or a shared PendingStore), consent,
+// queries, erasure and retention. It talks to persistence through the
+// Repository and PendingStore interfaces it declares.
 package service
 
 import (
