@@ -58,9 +58,10 @@ func (h *Handler) ingest(c *gin.Context) error {
 	if strings.ContainsRune(m.Text, utf8.RuneError) && hasLoneSurrogate(body) {
 		return fail(model.ErrInvalid, `text contains a \u escape of an unpaired UTF-16 surrogate, which is not valid text`)
 	}
+	customer, dialogue := c.Param("customerId"), c.Param("dialogId")
 	n, err := h.svc.Ingest(c.Request.Context(), model.Message{
-		CustomerID: c.Param("customerId"),
-		DialogueID: c.Param("dialogId"),
+		CustomerID: customer,
+		DialogueID: dialogue,
 		Language:   m.Language,
 		Text:       m.Text,
 	})
@@ -69,7 +70,6 @@ func (h *Handler) ingest(c *gin.Context) error {
 	}
 	// Identifiers are validated to need no JSON escaping, so the reply of
 	// the hottest endpoint is written without reflection.
-	customer, dialogue := c.Param("customerId"), c.Param("dialogId")
 	reply := make([]byte, 0, 64+len(customer)+len(dialogue))
 	reply = append(reply, `{"customerId":"`...)
 	reply = append(reply, customer...)
