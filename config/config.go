@@ -52,6 +52,7 @@ type Server struct {
 	ReadTimeout       time.Duration `mapstructure:"read_timeout"`
 	WriteTimeout      time.Duration `mapstructure:"write_timeout"`
 	IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
+	DrainDelay        time.Duration `mapstructure:"drain_delay"`
 	ShutdownGrace     time.Duration `mapstructure:"shutdown_grace"`
 }
 

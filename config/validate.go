@@ -76,6 +76,9 @@ func (c Config) problems() *Error {
 	positive(e, "server.read_timeout", s.ReadTimeout)
 	positive(e, "server.write_timeout", s.WriteTimeout)
 	positive(e, "server.idle_timeout", s.IdleTimeout)
+	if s.DrainDelay < 0 {
+		e.add("server.drain_delay", fmt.Sprintf("must not be negative, got %v", s.DrainDelay))
+	}
 	positive(e, "server.shutdown_grace", s.ShutdownGrace)
 
 	db := c.Database

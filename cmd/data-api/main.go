@@ -158,8 +158,18 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: finishing requests in flight", "grace", cfg.Server.ShutdownGrace.String())
+	// Not ready from now on, but still serving for the drain delay, so that
+	// load balancers stop sending traffic before connections are refused.
 	handler.Drain()
+	if d := cfg.Server.DrainDelay; d > 0 {
+		log.Info("shutting down: not ready, still serving", "drain_delay", d.String())
+		select {
+		case <-time.After(d):
+		case err := <-serveErr:
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	log.Info("shutting down: finishing requests in flight", "grace", cfg.Server.ShutdownGrace.String())
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownGrace)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {

@@ -171,3 +171,32 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestRunDrainsBeforeStopping: on shutdown, /readyz answers 503 for the
+// drain delay while every other endpoint still serves.
+func TestRunDrainsBeforeStopping(t *testing.T) {
+	addr := freeAddr(t)
+	environ := []string{
+		"DATA_API_SERVER_ADDR=" + addr,
+		"DATA_API_DATABASE_DSN=" + filepath.Join(t.TempDir(), "data-api.db"),
+		"DATA_API_SERVER_DRAIN_DELAY=3s",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, environ, io.Discard) }()
+	inst := &instance{base: "http://" + addr}
+	waitReady(t, inst.base, done)
+	cancel()
+	deadline := time.Now().Add(2 * time.Second)
+	for callStatus(t, inst, "GET", "/readyz", "") != http.StatusServiceUnavailable {
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz still ready after shutdown began")
+		}
+		time.Sleep(10 * time.Millisecond) // polling for the shutdown to begin
+	}
+	call(t, inst, "GET", "/healthz", "", 200)
+	call(t, inst, "POST", "/data/c/d", `{"text": "still served", "language": "en"}`, 202)
+	if err := <-done; err != nil {
+		t.Fatalf("run returned %v", err)
+	}
+}
