@@ -158,6 +158,7 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	stop() // a second signal now stops the process at once
 	// Not ready from now on, but still serving for the drain delay, so that
 	// load balancers stop sending traffic before connections are refused.
 	handler.Drain()
