@@ -367,3 +367,29 @@ func BenchmarkConsent(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEraseSweep measures what an erasure costs the in-memory store when
+// it is full: the walk over every shard that finds the customer's pending
+// dialogues. Each shard is locked only for its own part of the walk, which is
+// the longest an ingestion can wait behind an erasure.
+func BenchmarkEraseSweep(b *testing.B) {
+	const dialogues = 100_000
+	d := benchDialogues(&fakeRepo{}, func(o *Options) { o.MaxPending = dialogues + 1 })
+	ctx := context.Background()
+	for i := range dialogues {
+		m := model.Message{CustomerID: "c" + strconv.Itoa(i%1000), DialogueID: "d" + strconv.Itoa(i), Language: "en", Text: benchText}
+		if _, err := d.Ingest(ctx, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s := d.pending.(*store)
+	b.ResetTimer()
+	for b.Loop() {
+		if _, _, err := s.DropCustomer(ctx, "nobody"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	perShard := float64(b.Elapsed().Nanoseconds()) / float64(b.N) / float64(len(s.shards))
+	b.ReportMetric(perShard/1e3, "µs-per-shard-lock")
+	b.ReportMetric(float64(dialogues), "pending-dialogues")
+}
