@@ -180,7 +180,11 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
 	}
-	log.Info("stopped; pending dialogues, which hold no consent, are dropped")
+	if pending == nil {
+		log.Info("stopped; pending dialogues, which hold no consent, are dropped")
+	} else {
+		log.Info("stopped; pending dialogues stay in redis")
+	}
 	return nil
 }
 
