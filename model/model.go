@@ -172,10 +172,9 @@ func ValidateText(s string, maxBytes int) error {
 // Outcome is what a consent decision did.
 type Outcome struct {
 	CustomerID string // empty when a refusal names a dialogue never seen
-	Consent    bool
-	Stored     int // messages persisted by a consent
-	Dropped    int // pending messages dropped by a refusal
-	Deleted    int // stored messages deleted by a refusal
+	Stored     int    // messages persisted by a consent
+	Dropped    int    // pending messages dropped by a refusal
+	Deleted    int    // stored messages deleted by a refusal
 }
 
 // ErasureOutcome is what erasing a customer did.

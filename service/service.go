@@ -196,7 +196,7 @@ func (d *Dialogues) accept(ctx context.Context, id string, h *model.Handover, ke
 	if h == nil {
 		latest, err := d.repo.LatestDecision(ctx, id)
 		if err == nil && latest.Consent {
-			return model.Outcome{CustomerID: latest.CustomerID, Consent: true}, nil
+			return model.Outcome{CustomerID: latest.CustomerID}, nil
 		}
 		if err != nil && !errors.Is(err, model.ErrNotFound) {
 			return model.Outcome{}, fmt.Errorf("read latest decision: %w", err)
@@ -220,7 +220,7 @@ func (d *Dialogues) accept(ctx context.Context, id string, h *model.Handover, ke
 	}
 	d.stats.consentsTrue.Add(1)
 	d.stats.stored.Add(int64(len(c.Messages)))
-	return model.Outcome{CustomerID: h.CustomerID, Consent: true, Stored: len(c.Messages)}, nil
+	return model.Outcome{CustomerID: h.CustomerID, Stored: len(c.Messages)}, nil
 }
 
 func (d *Dialogues) refuse(ctx context.Context, id string, h *model.Handover, keyName string) (model.Outcome, error) {
