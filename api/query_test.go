@@ -241,6 +241,9 @@ func TestMalformedQueryStringIsRejected(t *testing.T) {
 	for _, target := range []string{"/data?customerId=%zz", "/data?customerId=alice;x", "/data/export?customerId=%zz", "/consents/d?x=%zz"} {
 		wantProblem(t, e.do("GET", target, ""), 400)
 	}
+	for _, target := range []string{"/healthz?verbose=1", "/readyz?x=1", "/metrics?name=x", "/openapi.json?v=3"} {
+		wantProblem(t, e.do("GET", target, ""), 400)
+	}
 	for _, target := range []string{"/data/c/d?debug=1", "/consents/d?force=true"} {
 		wantProblem(t, e.do("POST", target, `{"text": "x", "language": "en"}`), 400)
 	}

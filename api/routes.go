@@ -26,10 +26,11 @@ func (h *Handler) routes() *gin.Engine {
 	e.GET("/data/export", analyst, h.handle(h.export))
 	e.GET("/consents/:dialogId", analyst, h.handle(h.decision))
 	e.DELETE("/customers/:customerId/data", admin, h.handle(h.erase))
-	e.GET("/healthz", h.handle(h.healthz))
-	e.GET("/readyz", h.handle(h.readyz))
-	e.GET("/metrics", metrics, gin.WrapH(h.o.Metrics.handler()))
-	e.GET("/openapi.json", h.openAPI)
+	none := h.handle(noQuery) // refuses any query parameter, as everywhere
+	e.GET("/healthz", none, h.handle(h.healthz))
+	e.GET("/readyz", none, h.handle(h.readyz))
+	e.GET("/metrics", metrics, none, gin.WrapH(h.o.Metrics.handler()))
+	e.GET("/openapi.json", none, h.openAPI)
 
 	e.NoRoute(h.handle(noRoute))
 	e.NoMethod(h.handle(noMethod))
