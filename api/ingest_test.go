@@ -125,3 +125,13 @@ func TestIngestConflictsAndCaps(t *testing.T) {
 }
 
 func apiOptions(maxBody int64) api.Options { return api.Options{MaxBodyBytes: maxBody} }
+
+func TestIngestByteCap(t *testing.T) {
+	e := newEnv(t, envOptions{service: service.Options{MaxBytes: 5}})
+	e.post("c", "d1", "hello", "en")
+	w := e.do("POST", "/data/c/d1", `{"text": "x", "language": "en"}`)
+	wantProblem(t, w, 503, "5 bytes of pending text")
+	if w.Header().Get("Retry-After") == "" {
+		t.Fatal("503 without Retry-After")
+	}
+}

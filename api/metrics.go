@@ -72,8 +72,9 @@ func (m *Metrics) instrument(c *gin.Context) {
 var (
 	descPendingDialogues = prometheus.NewDesc("data_api_pending_dialogues", "Dialogues held in memory awaiting a consent decision.", nil, nil)
 	descPendingMessages  = prometheus.NewDesc("data_api_pending_messages", "Messages held in memory awaiting a consent decision.", nil, nil)
+	descPendingBytes     = prometheus.NewDesc("data_api_pending_bytes", "Bytes of message text held awaiting a consent decision.", nil, nil)
 	descEvictions        = prometheus.NewDesc("data_api_pending_evictions_total", "Pending dialogues dropped without a decision, by cause (ttl, erasure).", []string{"cause"}, nil)
-	descRejections       = prometheus.NewDesc("data_api_ingest_rejections_total", "Messages refused by a cap, by cause (max_pending, max_messages).", []string{"cause"}, nil)
+	descRejections       = prometheus.NewDesc("data_api_ingest_rejections_total", "Messages refused by a cap, by cause (max_pending, max_pending_bytes, max_messages).", []string{"cause"}, nil)
 	descConsents         = prometheus.NewDesc("data_api_consents_total", "Consent decisions recorded, by decision.", []string{"decision"}, nil)
 	descStored           = prometheus.NewDesc("data_api_messages_stored_total", "Messages persisted by consents.", nil, nil)
 	descDeleted          = prometheus.NewDesc("data_api_messages_deleted_total", "Stored messages deleted, by cause (withdrawal, erasure, retention).", []string{"cause"}, nil)
@@ -82,7 +83,7 @@ var (
 type statsCollector struct{ svc Dialogues }
 
 func (statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPendingDialogues, descPendingMessages, descEvictions, descRejections, descConsents, descStored, descDeleted} {
+	for _, d := range []*prometheus.Desc{descPendingDialogues, descPendingMessages, descPendingBytes, descEvictions, descRejections, descConsents, descStored, descDeleted} {
 		ch <- d
 	}
 }
@@ -97,10 +98,12 @@ func (s statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descPendingDialogues, st.PendingDialogues)
 	gauge(descPendingMessages, st.PendingMessages)
+	gauge(descPendingBytes, st.PendingBytes)
 	counter(descEvictions, st.EvictedTTL, "ttl")
 	counter(descEvictions, st.EvictedErasure, "erasure")
 	counter(descRejections, st.RejectedFull, "max_pending")
 	counter(descRejections, st.RejectedLimit, "max_messages")
+	counter(descRejections, st.RejectedBytes, "max_pending_bytes")
 	counter(descConsents, st.ConsentsTrue, "true")
 	counter(descConsents, st.ConsentsFalse, "false")
 	counter(descStored, st.StoredMessages)

@@ -71,6 +71,7 @@ type Dialogues struct {
 	SweepInterval time.Duration `mapstructure:"sweep_interval"`
 	MaxPending    int           `mapstructure:"max_pending"`
 	MaxMessages   int           `mapstructure:"max_messages"`
+	MaxBytes      int64         `mapstructure:"max_pending_bytes"`
 	Shards        int           `mapstructure:"shards"` // a power of two
 }
 

@@ -95,6 +95,9 @@ func (c Config) problems() *Error {
 	positive(e, "dialogues.sweep_interval", d.SweepInterval)
 	positive(e, "dialogues.max_pending", d.MaxPending)
 	positive(e, "dialogues.max_messages", d.MaxMessages)
+	if d.MaxBytes < 1 {
+		e.add("dialogues.max_pending_bytes", fmt.Sprintf("must be positive, got %d", d.MaxBytes))
+	}
 	if d.Shards < 1 || d.Shards > 1<<16 || d.Shards&(d.Shards-1) != 0 {
 		e.add("dialogues.shards", fmt.Sprintf("must be a power of two between 1 and 65536, got %d", d.Shards))
 	}

@@ -4,17 +4,20 @@ package model
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 )
 
 // The error kinds every layer speaks. The api package maps each to one HTTP
 // status; nothing else in the code base chooses a status.
 var (
-	ErrInvalid     = errors.New("invalid input")           // the caller must fix the request
-	ErrNotFound    = errors.New("not found")               // nothing matches
-	ErrConflict    = errors.New("conflict")                // the request contradicts recorded state
-	ErrLimit       = errors.New("limit reached")           // a per-dialogue cap is reached
-	ErrFull        = errors.New("pending store is full")   // retry later
+	ErrInvalid  = errors.New("invalid input")         // the caller must fix the request
+	ErrNotFound = errors.New("not found")             // nothing matches
+	ErrConflict = errors.New("conflict")              // the request contradicts recorded state
+	ErrLimit    = errors.New("limit reached")         // a per-dialogue cap is reached
+	ErrFull     = errors.New("pending store is full") // retry later
+	// ErrFullBytes is the ErrFull of the cap on pending text bytes.
+	ErrFullBytes   = fmt.Errorf("%w: of bytes", ErrFull)
 	ErrUnavailable = errors.New("temporarily unavailable") // a dependency failed; retry later
 
 	// ErrNewDialogue tells that a message would start a new pending

@@ -186,10 +186,11 @@ type ErasureOutcome struct {
 // Stats is a snapshot of the service's gauges and running totals, for
 // metrics.
 type Stats struct {
-	PendingDialogues, PendingMessages int64
+	PendingDialogues, PendingMessages, PendingBytes int64
 
 	EvictedTTL, EvictedErasure  int64 // pending dialogues dropped, by cause
 	RejectedFull, RejectedLimit int64 // messages refused by max_pending, max_messages
+	RejectedBytes               int64 // messages refused by max_pending_bytes
 
 	ConsentsTrue, ConsentsFalse int64
 
@@ -209,5 +210,6 @@ type Handover struct {
 // PendingCounts is what a pending store holds and has expired.
 type PendingCounts struct {
 	Dialogues, Messages int64
+	Bytes               int64 // of message text
 	Expired             int64 // dialogues dropped at their TTL, ever
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +23,7 @@ type RedisOptions struct {
 	TTL         time.Duration
 	MaxPending  int
 	MaxMessages int
+	MaxBytes    int64 // of pending message text, in all dialogues; 0: no cap
 	// TakeTimeout is how long a dialogue taken for a decision stays taken
 	// when its taker never releases it (the process died mid-decision);
 	// after that any instance may take it again.
@@ -36,7 +38,8 @@ type RedisOptions struct {
 // Keys, below the prefix: d:{id} a hash (customer, deadline, take token),
 // m:{id} the list of messages, c:{customer} the set of the customer's
 // dialogues, and pending (a sorted set of dialogue ids by deadline), counts
-// (messages per dialogue), total, expired and epoch for the caps and gauges.
+// (messages per dialogue), total, sizes (text bytes per dialogue), bytes,
+// expired and epoch for the caps and gauges.
 type RedisPending struct {
 	rdb *redis.Client
 	o   RedisOptions
@@ -47,6 +50,9 @@ func OpenRedis(ctx context.Context, o RedisOptions) (*RedisPending, error) {
 	opts, err := redis.ParseURL(o.URL)
 	if err != nil {
 		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = math.MaxInt64
 	}
 	rdb := redis.NewClient(opts)
 	if err := rdb.Ping(ctx).Err(); err != nil {
@@ -76,6 +82,7 @@ func (r *RedisPending) keys(dialogueID, customerID string) []string {
 	return []string{
 		r.key("d", dialogueID), r.key("m", dialogueID), r.key("pending"), r.key("counts"),
 		r.key("total"), r.key("expired"), r.key("c", customerID), r.key("epoch"),
+		r.key("sizes"), r.key("bytes"),
 	}
 }
 
@@ -83,15 +90,18 @@ func (r *RedisPending) keys(dialogueID, customerID string) []string {
 // live() settles the dialogue's state at the server's time — expired,
 // abandoned by a taker that died, taken, or pending.
 const prelude = `
-local D, M, PENDING, COUNTS, TOTAL, EXPIRED, CUST, EPOCH = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local D, M, PENDING, COUNTS, TOTAL, EXPIRED, CUST, EPOCH, SIZES, BYTES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local function forget(id)
   local n = tonumber(redis.call('HGET', COUNTS, id) or '0')
+  local size = tonumber(redis.call('HGET', SIZES, id) or '0')
   redis.call('HDEL', COUNTS, id)
+  redis.call('HDEL', SIZES, id)
   redis.call('ZREM', PENDING, id)
   redis.call('DECRBY', TOTAL, n)
+  redis.call('DECRBY', BYTES, size)
   return n
 end
 
@@ -131,25 +141,31 @@ const (
 	resLimit    = -2
 	resNew      = -3
 	resFull     = -4
+	resBytes    = -5
 )
 
 // ARGV: id, customer, ttl ms, max pending, max messages, owner checked,
-// encoded message.
+// encoded message, text bytes, max bytes.
 var appendScript = redis.NewScript(prelude + `
-local id, customer = ARGV[1], ARGV[2]
+local id, customer, size = ARGV[1], ARGV[2], tonumber(ARGV[8])
 local state, owner = live(id)
 if state == 'busy' then return {-9} end
+local full = tonumber(redis.call('GET', BYTES) or '0') + size > tonumber(ARGV[9])
 if state == 'live' then
   if owner ~= customer then return {-1} end
   if tonumber(redis.call('HGET', COUNTS, id) or '0') >= tonumber(ARGV[5]) then return {-2} end
+  if full then return {-5} end
 else
   if redis.call('ZCOUNT', PENDING, now, '+inf') >= tonumber(ARGV[4]) then return {-4} end
+  if full then return {-5} end
   if ARGV[6] ~= '1' then return {-3} end
   redis.call('HSET', D, 'c', customer, 'ep', redis.call('INCR', EPOCH))
   redis.call('SADD', CUST, id)
 end
 local n = redis.call('HINCRBY', COUNTS, id, 1)
 redis.call('INCR', TOTAL)
+redis.call('HINCRBY', SIZES, id, size)
+redis.call('INCRBY', BYTES, size)
 local ep = redis.call('HGET', D, 'ep')
 redis.call('RPUSH', M, ep .. ':' .. n .. '|' .. ARGV[7])
 local dl = now + tonumber(ARGV[3])
@@ -275,7 +291,8 @@ func (r *RedisPending) Append(ctx context.Context, m model.Message, ownerChecked
 	}
 	for attempt := 0; ; attempt++ {
 		res, err := appendScript.Run(ctx, r.rdb, r.keys(m.DialogueID, m.CustomerID),
-			m.DialogueID, m.CustomerID, r.o.TTL.Milliseconds(), r.o.MaxPending, r.o.MaxMessages, checked, encodeMessage(m)).Int64Slice()
+			m.DialogueID, m.CustomerID, r.o.TTL.Milliseconds(), r.o.MaxPending, r.o.MaxMessages, checked, encodeMessage(m),
+			len(m.Text), r.o.MaxBytes).Int64Slice()
 		if err != nil {
 			return 0, unavailable(ctx, "append pending message", err)
 		}
@@ -296,6 +313,9 @@ func (r *RedisPending) Append(ctx context.Context, m model.Message, ownerChecked
 		case resFull:
 			return 0, model.Errorf(model.ErrFull, fmt.Sprintf(
 				"the service holds %d pending dialogues, the most it can; retry later", r.o.MaxPending))
+		case resBytes:
+			return 0, model.Errorf(model.ErrFullBytes, fmt.Sprintf(
+				"the service holds %d bytes of pending text, the most it can; retry later", r.o.MaxBytes))
 		}
 		return int(res[0]), nil
 	}
@@ -383,11 +403,13 @@ func (r *RedisPending) Counts(ctx context.Context) (model.PendingCounts, error) 
 	pipe := r.rdb.Pipeline()
 	dialogues := pipe.ZCard(ctx, r.key("pending"))
 	messages := pipe.Get(ctx, r.key("total"))
+	size := pipe.Get(ctx, r.key("bytes"))
 	expired := pipe.Get(ctx, r.key("expired"))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return model.PendingCounts{}, unavailable(ctx, "read pending counts", err)
 	}
 	m, _ := messages.Int64()
+	b, _ := size.Int64()
 	e, _ := expired.Int64()
-	return model.PendingCounts{Dialogues: dialogues.Val(), Messages: m, Expired: e}, nil
+	return model.PendingCounts{Dialogues: dialogues.Val(), Messages: m, Bytes: b, Expired: e}, nil
 }

@@ -29,10 +29,11 @@ func TestRedisHandOverSurvivesACrash(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pending := openRedis(t, time.Hour, 100, 100, takeTimeout)
-			d, db, _ := suiteService(t, backend{"redis", func(*testing.T, *testClock, time.Duration, int, int) (service.PendingStore, func(time.Duration)) {
+			c := caps{ttl: time.Hour, maxPending: 100, maxMessages: 100}
+			pending := openRedis(t, c, takeTimeout)
+			d, db, _ := suiteService(t, backend{"redis", func(*testing.T, *testClock, caps) (service.PendingStore, func(time.Duration)) {
 				return pending, nil
-			}}, time.Hour, 100, 100)
+			}}, c)
 			for _, text := range texts {
 				if _, err := d.Ingest(ctx, model.Message{CustomerID: "c", DialogueID: "d", Language: "en", Text: text}); err != nil {
 					t.Fatal(err)
@@ -78,7 +79,7 @@ func TestRedisHandOverSurvivesACrash(t *testing.T) {
 // must not release the dialogue another instance has taken since.
 func TestRedisLateReleaseLeavesANewTakeAlone(t *testing.T) {
 	ctx := context.Background()
-	pending := openRedis(t, time.Hour, 100, 100, 200*time.Millisecond)
+	pending := openRedis(t, caps{ttl: time.Hour, maxPending: 100, maxMessages: 100}, 200*time.Millisecond)
 	m := model.Message{CustomerID: "c", DialogueID: "d", Language: "en", Text: "x", CreatedAt: time.Now()}
 	if _, err := pending.Append(ctx, m, true); err != nil {
 		t.Fatal(err)

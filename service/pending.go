@@ -20,7 +20,7 @@ type PendingStore interface {
 	// pending it is created only if ownerChecked; otherwise Append returns
 	// model.ErrNewDialogue. Other errors: model.ErrConflict (the dialogue
 	// belongs to another customer), model.ErrLimit (max messages reached),
-	// model.ErrFull (max pending dialogues reached).
+	// model.ErrFull (max pending dialogues, or max pending bytes, reached).
 	Append(ctx context.Context, m model.Message, ownerChecked bool) (int, error)
 	// Take marks the live pending dialogue busy and returns its messages, or
 	// nil when none is pending.

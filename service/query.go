@@ -82,10 +82,12 @@ func (d *Dialogues) Stats() model.Stats {
 	return model.Stats{
 		PendingDialogues:         pc.Dialogues,
 		PendingMessages:          pc.Messages,
+		PendingBytes:             pc.Bytes,
 		EvictedTTL:               pc.Expired,
 		EvictedErasure:           s.evictedErasure.Load(),
 		RejectedFull:             s.rejectedFull.Load(),
 		RejectedLimit:            s.rejectedLimit.Load(),
+		RejectedBytes:            s.rejectedBytes.Load(),
 		ConsentsTrue:             s.consentsTrue.Load(),
 		ConsentsFalse:            s.consentsFalse.Load(),
 		StoredMessages:           s.stored.Load(),

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,7 @@ type Options struct {
 	SweepInterval time.Duration    // how often expired dialogues are reclaimed
 	MaxPending    int              // pending dialogues held at most
 	MaxMessages   int              // pending messages per dialogue at most
+	MaxBytes      int64            // pending message text in all dialogues at most, in bytes; 0: no cap
 	Shards        int              // a power of two
 	MaxTextBytes  int
 
@@ -57,6 +59,7 @@ type Dialogues struct {
 type counters struct {
 	evictedErasure              atomic.Int64
 	rejectedFull, rejectedLimit atomic.Int64
+	rejectedBytes               atomic.Int64
 	consentsTrue, consentsFalse atomic.Int64
 	stored, withdrawn, erased   atomic.Int64
 	retentionDeleted            atomic.Int64
@@ -73,10 +76,14 @@ func New(repo Repository, o Options) *Dialogues {
 	if o.CommitBatch < 1 {
 		o.CommitBatch = 1
 	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = math.MaxInt64
+	}
 	d := &Dialogues{repo: repo, pending: o.Pending, o: o}
 	if d.pending == nil {
 		d.pending = newStore(storeOptions{
-			shards: o.Shards, maxPending: o.MaxPending, maxMessages: o.MaxMessages, ttl: o.TTL, clock: o.Clock,
+			shards: o.Shards, maxPending: o.MaxPending, maxMessages: o.MaxMessages, maxBytes: o.MaxBytes,
+			ttl: o.TTL, clock: o.Clock,
 		})
 	}
 	d.commit = &committer{max: o.CommitBatch, save: d.saveConsents}
@@ -153,6 +160,8 @@ func (d *Dialogues) Ingest(ctx context.Context, m model.Message) (int, error) {
 		n, err = d.pending.Append(ctx, m, true)
 	}
 	switch {
+	case errors.Is(err, model.ErrFullBytes):
+		d.stats.rejectedBytes.Add(1)
 	case errors.Is(err, model.ErrFull):
 		d.stats.rejectedFull.Add(1)
 	case errors.Is(err, model.ErrLimit):

@@ -22,9 +22,11 @@ type store struct {
 	clock       func() time.Time
 	maxPending  int64
 	maxMessages int
+	maxBytes    int64
 
 	dialogues    atomic.Int64 // pending dialogues in all shards
 	messages     atomic.Int64 // pending messages in all shards
+	bytes        atomic.Int64 // pending message text in all shards
 	expiredTotal atomic.Int64 // dialogues dropped at their TTL, ever
 }
 
@@ -40,6 +42,7 @@ type dialogue struct {
 	customer string
 	langs    []string
 	msgs     []pending
+	size     int   // bytes of text in msgs
 	lastAt   int64 // receive time of the newest message, Unix ns
 
 	// busy is non-nil while the dialogue is taken for a decision; it is
@@ -56,6 +59,7 @@ type pending struct {
 // storeOptions configures the in-memory store.
 type storeOptions struct {
 	shards, maxPending, maxMessages int
+	maxBytes                        int64
 	ttl                             time.Duration
 	clock                           func() time.Time
 }
@@ -69,6 +73,7 @@ func newStore(o storeOptions) *store {
 		clock:       o.clock,
 		maxPending:  int64(o.maxPending),
 		maxMessages: o.maxMessages,
+		maxBytes:    o.maxBytes,
 	}
 	for i := range s.shards {
 		s.shards[i].m = make(map[string]*dialogue)
@@ -117,6 +122,7 @@ func (s *store) remove(sh *shard, id string, d *dialogue) {
 	delete(sh.m, id)
 	s.dialogues.Add(-1)
 	s.messages.Add(-int64(len(d.msgs)))
+	s.bytes.Add(-int64(d.size))
 }
 
 func (s *store) Append(ctx context.Context, m model.Message, ownerChecked bool) (int, error) {
@@ -131,6 +137,9 @@ func (s *store) Append(ctx context.Context, m model.Message, ownerChecked bool) 
 		if !ownerChecked {
 			if s.dialogues.Load() >= s.maxPending {
 				return 0, s.errFull()
+			}
+			if s.bytes.Load()+int64(len(m.Text)) > s.maxBytes {
+				return 0, errFullBytes(s.maxBytes)
 			}
 			return 0, model.ErrNewDialogue
 		}
@@ -148,6 +157,14 @@ func (s *store) Append(ctx context.Context, m model.Message, ownerChecked bool) 
 		return 0, model.Errorf(model.ErrLimit, fmt.Sprintf(
 			"the dialogue already holds %d pending messages, the most allowed; send its consent decision first", s.maxMessages))
 	}
+	if s.bytes.Add(int64(len(m.Text))) > s.maxBytes {
+		s.bytes.Add(-int64(len(m.Text)))
+		if len(d.msgs) == 0 { // created above for this message
+			s.remove(sh, m.DialogueID, d)
+		}
+		return 0, errFullBytes(s.maxBytes)
+	}
+	d.size += len(m.Text)
 	li := -1
 	for i, l := range d.langs {
 		if l == m.Language {
@@ -169,6 +186,14 @@ func (s *store) Append(ctx context.Context, m model.Message, ownerChecked bool) 
 func (s *store) errFull() error {
 	return model.Errorf(model.ErrFull, fmt.Sprintf(
 		"the service holds %d pending dialogues, the most it can; retry later", s.maxPending))
+}
+
+// errFullBytes refuses a message that would take the pending text past the
+// byte cap, whatever its dialogue: memory, not the count of dialogues, is
+// what runs out.
+func errFullBytes(maxBytes int64) error {
+	return model.Errorf(model.ErrFullBytes, fmt.Sprintf(
+		"the service holds %d bytes of pending text, the most it can; retry later", maxBytes))
 }
 
 func (s *store) Take(ctx context.Context, id string) (*model.Handover, error) {
@@ -262,6 +287,7 @@ func (s *store) Counts(context.Context) (model.PendingCounts, error) {
 	return model.PendingCounts{
 		Dialogues: s.dialogues.Load(),
 		Messages:  s.messages.Load(),
+		Bytes:     s.bytes.Load(),
 		Expired:   s.expiredTotal.Load(),
 	}, nil
 }

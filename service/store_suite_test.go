@@ -17,20 +17,27 @@ import (
 	"github.com/data-api/data-api/service"
 )
 
+// caps are the limits of a store under test.
+type caps struct {
+	ttl                     time.Duration
+	maxPending, maxMessages int
+	maxBytes                int64 // 0: no cap
+}
+
 // A pending-store backend for the suite: the service's own memory, or Redis.
 type backend struct {
 	name string
 	// open returns the store (nil: the service's memory) and a function that
 	// lets time pass for the TTL.
-	open func(t *testing.T, clk *testClock, ttl time.Duration, maxPending, maxMessages int) (service.PendingStore, func(time.Duration))
+	open func(t *testing.T, clk *testClock, c caps) (service.PendingStore, func(time.Duration))
 }
 
-var memoryBackend = backend{"memory", func(t *testing.T, clk *testClock, _ time.Duration, _, _ int) (service.PendingStore, func(time.Duration)) {
+var memoryBackend = backend{"memory", func(t *testing.T, clk *testClock, _ caps) (service.PendingStore, func(time.Duration)) {
 	return nil, clk.Advance
 }}
 
-var redisBackend = backend{"redis", func(t *testing.T, _ *testClock, ttl time.Duration, maxPending, maxMessages int) (service.PendingStore, func(time.Duration)) {
-	return openRedis(t, ttl, maxPending, maxMessages, time.Minute), func(d time.Duration) {
+var redisBackend = backend{"redis", func(t *testing.T, _ *testClock, c caps) (service.PendingStore, func(time.Duration)) {
+	return openRedis(t, c, time.Minute), func(d time.Duration) {
 		time.Sleep(d) // Redis expires keys by its own clock
 	}
 }}
@@ -38,7 +45,7 @@ var redisBackend = backend{"redis", func(t *testing.T, _ *testClock, ttl time.Du
 // openRedis connects to the Redis named by DATA_API_TEST_REDIS_URL with a
 // key prefix of this test's own. Without the variable the test is skipped,
 // loudly, unless DATA_API_REQUIRE_SERVERS=1 (CI), where it fails.
-func openRedis(t *testing.T, ttl time.Duration, maxPending, maxMessages int, takeTimeout time.Duration) *repository.RedisPending {
+func openRedis(t *testing.T, c caps, takeTimeout time.Duration) *repository.RedisPending {
 	t.Helper()
 	url := os.Getenv("DATA_API_TEST_REDIS_URL")
 	if url == "" {
@@ -49,7 +56,7 @@ func openRedis(t *testing.T, ttl time.Duration, maxPending, maxMessages int, tak
 	}
 	r, err := repository.OpenRedis(t.Context(), repository.RedisOptions{
 		URL: url, Prefix: fmt.Sprintf("test:%s:%d:", t.Name(), time.Now().UnixNano()),
-		TTL: ttl, MaxPending: maxPending, MaxMessages: maxMessages, TakeTimeout: takeTimeout,
+		TTL: c.ttl, MaxPending: c.maxPending, MaxMessages: c.maxMessages, MaxBytes: c.maxBytes, TakeTimeout: takeTimeout,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +65,7 @@ func openRedis(t *testing.T, ttl time.Duration, maxPending, maxMessages int, tak
 	return r
 }
 
-func suiteService(t *testing.T, b backend, ttl time.Duration, maxPending, maxMessages int) (*service.Dialogues, *repository.DB, func(time.Duration)) {
+func suiteService(t *testing.T, b backend, c caps) (*service.Dialogues, *repository.DB, func(time.Duration)) {
 	t.Helper()
 	db, err := repository.Open(t.Context(), repository.Options{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "data.db")})
 	if err != nil {
@@ -66,9 +73,9 @@ func suiteService(t *testing.T, b backend, ttl time.Duration, maxPending, maxMes
 	}
 	t.Cleanup(func() { db.Close() })
 	clk := &testClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	pending, advance := b.open(t, clk, ttl, maxPending, maxMessages)
+	pending, advance := b.open(t, clk, c)
 	return service.New(db, service.Options{
-		Clock: clk.Now, TTL: ttl, SweepInterval: time.Minute, MaxPending: maxPending, MaxMessages: maxMessages,
+		Clock: clk.Now, TTL: c.ttl, SweepInterval: time.Minute, MaxPending: c.maxPending, MaxMessages: c.maxMessages, MaxBytes: c.maxBytes,
 		Shards: 8, MaxTextBytes: 8192, CommitBatch: 64, Pending: pending,
 	}), db, advance
 }
@@ -86,7 +93,7 @@ func runStoreSuite(t *testing.T, b backend) {
 	}
 
 	t.Run("FlowAndCounts", func(t *testing.T) {
-		d, _, _ := suiteService(t, b, time.Hour, 100, 100)
+		d, _, _ := suiteService(t, b, caps{ttl: time.Hour, maxPending: 100, maxMessages: 100})
 		for i := range 3 {
 			if n, err := d.Ingest(ctx, in("c", "d1", "m"+strconv.Itoa(i))); err != nil || n != i+1 {
 				t.Fatalf("Ingest %d: %d, %v", i, n, err)
@@ -118,7 +125,7 @@ func runStoreSuite(t *testing.T, b backend) {
 	})
 
 	t.Run("OwnerAndCaps", func(t *testing.T) {
-		d, _, _ := suiteService(t, b, time.Hour, 2, 2)
+		d, _, _ := suiteService(t, b, caps{ttl: time.Hour, maxPending: 2, maxMessages: 2})
 		mustIngest := func(m model.Message) {
 			t.Helper()
 			if _, err := d.Ingest(ctx, m); err != nil {
@@ -146,9 +153,40 @@ func runStoreSuite(t *testing.T, b backend) {
 		mustIngest(in("alice", "d3", "1")) // a place was freed
 	})
 
+	t.Run("ByteCap", func(t *testing.T) {
+		d, _, _ := suiteService(t, b, caps{ttl: time.Hour, maxPending: 100, maxMessages: 100, maxBytes: 10})
+		for _, m := range []model.Message{in("c", "d1", "1234"), in("c", "d1", "5678")} {
+			if _, err := d.Ingest(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Past the cap both an existing and a new dialogue are refused.
+		for _, m := range []model.Message{in("c", "d1", "abc"), in("c", "d2", "abc")} {
+			if _, err := d.Ingest(ctx, m); !errors.Is(err, model.ErrFullBytes) || !errors.Is(err, model.ErrFull) {
+				t.Fatalf("message past the byte cap to %s: %v, want ErrFullBytes", m.DialogueID, err)
+			}
+		}
+		if _, err := d.Ingest(ctx, in("c", "d2", "ab")); err != nil { // exactly at the cap
+			t.Fatalf("message up to the cap: %v", err)
+		}
+		if st := d.Stats(); st.PendingBytes != 10 || st.PendingDialogues != 2 || st.RejectedBytes != 2 {
+			t.Fatalf("stats %+v, want 10 bytes in 2 dialogues and 2 refusals", st)
+		}
+		// A decision frees its bytes.
+		if _, err := d.Consent(ctx, "d1", true, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Ingest(ctx, in("c", "d3", "12345678")); err != nil {
+			t.Fatalf("after a consent freed 8 bytes: %v", err)
+		}
+		if st := d.Stats(); st.PendingBytes != 10 {
+			t.Fatalf("pending bytes %d, want 10", st.PendingBytes)
+		}
+	})
+
 	t.Run("TTL", func(t *testing.T) {
 		const ttl = 1500 * time.Millisecond
-		d, _, advance := suiteService(t, b, ttl, 100, 100)
+		d, _, advance := suiteService(t, b, caps{ttl: ttl, maxPending: 100, maxMessages: 100})
 		for _, id := range []string{"kept", "expiring"} {
 			if _, err := d.Ingest(ctx, in("c", id, "x")); err != nil {
 				t.Fatal(err)
@@ -167,13 +205,13 @@ func runStoreSuite(t *testing.T, b backend) {
 			t.Fatalf("refreshed dialogue: %+v, %v", out, err)
 		}
 		d.Sweep(ctx)
-		if st := d.Stats(); st.PendingDialogues != 0 || st.PendingMessages != 0 || st.EvictedTTL != 1 {
+		if st := d.Stats(); st.PendingDialogues != 0 || st.PendingMessages != 0 || st.PendingBytes != 0 || st.EvictedTTL != 1 {
 			t.Fatalf("stats %+v, want nothing pending and 1 expired", st)
 		}
 	})
 
 	t.Run("ErasureDropsPending", func(t *testing.T) {
-		d, _, _ := suiteService(t, b, time.Hour, 100, 100)
+		d, _, _ := suiteService(t, b, caps{ttl: time.Hour, maxPending: 100, maxMessages: 100})
 		for _, m := range []model.Message{in("alice", "a1", "1"), in("alice", "a1", "2"), in("alice", "a2", "1"), in("bob", "b1", "1")} {
 			if _, err := d.Ingest(ctx, m); err != nil {
 				t.Fatal(err)
@@ -186,13 +224,13 @@ func runStoreSuite(t *testing.T, b backend) {
 		if _, err := d.Consent(ctx, "a1", true, ""); !errors.Is(err, model.ErrNotFound) {
 			t.Fatalf("consent of an erased dialogue: %v", err)
 		}
-		if st := d.Stats(); st.PendingDialogues != 1 || st.PendingMessages != 1 {
+		if st := d.Stats(); st.PendingDialogues != 1 || st.PendingMessages != 1 || st.PendingBytes != 1 {
 			t.Fatalf("stats %+v", st)
 		}
 	})
 
 	t.Run("ConsentRacesIngest", func(t *testing.T) {
-		d, _, _ := suiteService(t, b, time.Hour, 1000, 1000)
+		d, _, _ := suiteService(t, b, caps{ttl: time.Hour, maxPending: 1000, maxMessages: 1000})
 		for round := range 20 {
 			id := "r" + strconv.Itoa(round)
 			if _, err := d.Ingest(ctx, in("c", id, "0")); err != nil {

@@ -96,6 +96,7 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 			TTL:         cfg.Dialogues.TTL,
 			MaxPending:  cfg.Dialogues.MaxPending,
 			MaxMessages: cfg.Dialogues.MaxMessages,
+			MaxBytes:    cfg.Dialogues.MaxBytes,
 			TakeTimeout: cfg.Redis.TakeTimeout,
 		})
 		if err != nil {
@@ -112,6 +113,7 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 		SweepInterval:     cfg.Dialogues.SweepInterval,
 		MaxPending:        cfg.Dialogues.MaxPending,
 		MaxMessages:       cfg.Dialogues.MaxMessages,
+		MaxBytes:          cfg.Dialogues.MaxBytes,
 		Shards:            cfg.Dialogues.Shards,
 		MaxTextBytes:      cfg.Limits.MaxTextBytes,
 		RetentionMaxAge:   cfg.Retention.MaxAge,
