@@ -79,3 +79,27 @@ func (v *ValidationError) Error() string {
 
 // Unwrap makes a ValidationError match ErrInvalid.
 func (v *ValidationError) Unwrap() error { return ErrInvalid }
+
+// The refusals of a pending store, worded once for every store.
+
+// ErrOtherCustomer refuses a message for a dialogue of another customer.
+var ErrOtherCustomer = Errorf(ErrConflict,
+	"this dialogId belongs to another customer; a dialogue keeps the customer of its first message")
+
+// TooManyMessages refuses a message to a dialogue holding max messages.
+func TooManyMessages(max int) error {
+	return Errorf(ErrLimit, fmt.Sprintf(
+		"the dialogue already holds %d pending messages, the most allowed; send its consent decision first", max))
+}
+
+// TooManyDialogues refuses a new dialogue when max are pending.
+func TooManyDialogues(max int64) error {
+	return Errorf(ErrFull, fmt.Sprintf("the service holds %d pending dialogues, the most it can; retry later", max))
+}
+
+// TooManyBytes refuses a message that would take the pending text past max
+// bytes, whatever its dialogue: memory, not the count of dialogues, is what
+// runs out.
+func TooManyBytes(max int64) error {
+	return Errorf(ErrFullBytes, fmt.Sprintf("the service holds %d bytes of pending text, the most it can; retry later", max))
+}

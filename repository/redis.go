@@ -303,19 +303,15 @@ func (r *RedisPending) Append(ctx context.Context, m model.Message, ownerChecked
 			}
 			continue
 		case resConflict:
-			return 0, model.Errorf(model.ErrConflict,
-				"this dialogId belongs to another customer; a dialogue keeps the customer of its first message")
+			return 0, model.ErrOtherCustomer
 		case resLimit:
-			return 0, model.Errorf(model.ErrLimit, fmt.Sprintf(
-				"the dialogue already holds %d pending messages, the most allowed; send its consent decision first", r.o.MaxMessages))
+			return 0, model.TooManyMessages(r.o.MaxMessages)
 		case resNew:
 			return 0, model.ErrNewDialogue
 		case resFull:
-			return 0, model.Errorf(model.ErrFull, fmt.Sprintf(
-				"the service holds %d pending dialogues, the most it can; retry later", r.o.MaxPending))
+			return 0, model.TooManyDialogues(int64(r.o.MaxPending))
 		case resBytes:
-			return 0, model.Errorf(model.ErrFullBytes, fmt.Sprintf(
-				"the service holds %d bytes of pending text, the most it can; retry later", r.o.MaxBytes))
+			return 0, model.TooManyBytes(r.o.MaxBytes)
 		}
 		return int(res[0]), nil
 	}

@@ -155,7 +155,7 @@ func (d *Dialogues) Ingest(ctx context.Context, m model.Message) (int, error) {
 			return 0, fmt.Errorf("look up dialogue owner: %w", oerr)
 		}
 		if ok && owner != m.CustomerID {
-			return 0, errOtherCustomer
+			return 0, model.ErrOtherCustomer
 		}
 		n, err = d.pending.Append(ctx, m, true)
 	}
@@ -169,9 +169,6 @@ func (d *Dialogues) Ingest(ctx context.Context, m model.Message) (int, error) {
 	}
 	return n, err
 }
-
-var errOtherCustomer = model.Errorf(model.ErrConflict,
-	"this dialogId belongs to another customer; a dialogue keeps the customer of its first message")
 
 // Consent records the customer's decision on a dialogue. keyName names the
 // API key that made the call, for the ledger.

@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"fmt"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
@@ -136,33 +135,32 @@ func (s *store) Append(ctx context.Context, m model.Message, ownerChecked bool) 
 		// dialogue's owner, so that a flood of new dialogues costs little.
 		if !ownerChecked {
 			if s.dialogues.Load() >= s.maxPending {
-				return 0, s.errFull()
+				return 0, model.TooManyDialogues(s.maxPending)
 			}
 			if s.bytes.Load()+int64(len(m.Text)) > s.maxBytes {
-				return 0, errFullBytes(s.maxBytes)
+				return 0, model.TooManyBytes(s.maxBytes)
 			}
 			return 0, model.ErrNewDialogue
 		}
 		if s.dialogues.Add(1) > s.maxPending {
 			s.dialogues.Add(-1)
-			return 0, s.errFull()
+			return 0, model.TooManyDialogues(s.maxPending)
 		}
 		d = &dialogue{customer: m.CustomerID}
 		sh.m[m.DialogueID] = d
 	}
 	if d.customer != m.CustomerID {
-		return 0, errOtherCustomer
+		return 0, model.ErrOtherCustomer
 	}
 	if len(d.msgs) >= s.maxMessages {
-		return 0, model.Errorf(model.ErrLimit, fmt.Sprintf(
-			"the dialogue already holds %d pending messages, the most allowed; send its consent decision first", s.maxMessages))
+		return 0, model.TooManyMessages(s.maxMessages)
 	}
 	if s.bytes.Add(int64(len(m.Text))) > s.maxBytes {
 		s.bytes.Add(-int64(len(m.Text)))
 		if len(d.msgs) == 0 { // created above for this message
 			s.remove(sh, m.DialogueID, d)
 		}
-		return 0, errFullBytes(s.maxBytes)
+		return 0, model.TooManyBytes(s.maxBytes)
 	}
 	d.size += len(m.Text)
 	li := -1
@@ -181,19 +179,6 @@ func (s *store) Append(ctx context.Context, m model.Message, ownerChecked bool) 
 	d.lastAt = at
 	s.messages.Add(1)
 	return len(d.msgs), nil
-}
-
-func (s *store) errFull() error {
-	return model.Errorf(model.ErrFull, fmt.Sprintf(
-		"the service holds %d pending dialogues, the most it can; retry later", s.maxPending))
-}
-
-// errFullBytes refuses a message that would take the pending text past the
-// byte cap, whatever its dialogue: memory, not the count of dialogues, is
-// what runs out.
-func errFullBytes(maxBytes int64) error {
-	return model.Errorf(model.ErrFullBytes, fmt.Sprintf(
-		"the service holds %d bytes of pending text, the most it can; retry later", maxBytes))
 }
 
 func (s *store) Take(ctx context.Context, id string) (*model.Handover, error) {
