@@ -233,14 +233,15 @@ end
 return {dropped, messages, busy}
 `)
 
-// ARGV: key prefix, most dialogues to look at. Returns how many it looked at.
+// ARGV: key prefix, most dialogues to look at. Returns how many it settled:
+// a taken dialogue past its deadline stays, for its decision is under way.
 var sweepScript = redis.NewScript(prelude + `
-local ids = redis.call('ZRANGEBYSCORE', PENDING, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(ids) do
+local settled = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', PENDING, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))) do
   D, M = ARGV[1] .. 'd:' .. id, ARGV[1] .. 'm:' .. id
-  live(id)
+  if live(id) ~= 'busy' then settled = settled + 1 end
 end
-return #ids
+return settled
 `)
 
 // encodeMessage packs what a pending message needs: its text goes last, so
@@ -389,6 +390,8 @@ func (r *RedisPending) Sweep(ctx context.Context) error {
 		if err != nil {
 			return unavailable(ctx, "sweep pending dialogues", err)
 		}
+		// A batch with a taken dialogue in it settled fewer than it read:
+		// stop there rather than read the same taken dialogues again.
 		if n < sweepBatch {
 			return nil
 		}

@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -103,5 +104,31 @@ func TestRedisLateReleaseLeavesANewTakeAlone(t *testing.T) {
 	}
 	if _, err := pending.Append(ctx, m, false); err != nil {
 		t.Fatalf("the dialogue is not pending again: %v", err)
+	}
+}
+
+// TestRedisSweepPassesTakenDialogues: dialogues taken for a decision and past
+// their deadline stay while their decision is under way, and a sweep that
+// meets a full batch of them still ends.
+func TestRedisSweepPassesTakenDialogues(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const ttl, n = 200 * time.Millisecond, 600 // more than one sweep batch
+	pending := openRedis(t, caps{ttl: ttl, maxPending: n, maxMessages: 1}, time.Minute)
+	for i := range n {
+		id := "d" + strconv.Itoa(i)
+		if _, err := pending.Append(ctx, model.Message{CustomerID: "c", DialogueID: id, Language: "en", Text: "x", CreatedAt: time.Now()}, true); err != nil {
+			t.Fatal(err)
+		}
+		if h, err := pending.Take(ctx, id); err != nil || h == nil {
+			t.Fatalf("Take %s: %v, %v", id, h, err)
+		}
+	}
+	time.Sleep(2 * ttl) // every deadline passes while the dialogues are taken
+	if err := pending.Sweep(ctx); err != nil {
+		t.Fatalf("Sweep: %v", err)
+	}
+	if c, err := pending.Counts(ctx); err != nil || c.Dialogues != n || c.Expired != 0 {
+		t.Fatalf("after the sweep: %+v, %v; want every taken dialogue kept", c, err)
 	}
 }
