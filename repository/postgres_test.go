@@ -86,16 +86,7 @@ func admin(t testing.TB, dsn string, statements ...string) {
 
 func openPostgresAt(t testing.TB, dsn string) *DB {
 	t.Helper()
-	db, err := Open(t.Context(), Options{Driver: "postgres", DSN: dsn})
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := db.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return db
+	return openAt(t, "postgres", dsn)
 }
 
 // openPostgres opens a fresh PostgreSQL database: an empty schema.

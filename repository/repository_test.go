@@ -28,7 +28,13 @@ func openSQLite(t testing.TB) *DB {
 
 func openSQLiteAt(t testing.TB, path string) *DB {
 	t.Helper()
-	db, err := Open(t.Context(), Options{Driver: "sqlite", DSN: path})
+	return openAt(t, "sqlite", path)
+}
+
+// openAt opens the database of driver at dsn and closes it when t ends.
+func openAt(t testing.TB, driver, dsn string) *DB {
+	t.Helper()
+	db, err := Open(t.Context(), Options{Driver: driver, DSN: dsn})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

@@ -118,23 +118,25 @@ func (r *fakeRepo) stored(dialogueID string) []string {
 	return out
 }
 
-// clock is a fake clock safe for concurrent use.
-type clock struct {
+// FakeClock is a clock for tests, safe for concurrent use. It is exported
+// for this package's external tests too.
+type FakeClock struct {
 	mu  sync.Mutex
 	now time.Time
 }
 
-func newClock() *clock {
-	return &clock{now: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}
+// NewFakeClock returns a FakeClock at a fixed time.
+func NewFakeClock() *FakeClock {
+	return &FakeClock{now: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}
 }
 
-func (c *clock) Now() time.Time {
+func (c *FakeClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.now
 }
 
-func (c *clock) Advance(d time.Duration) {
+func (c *FakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.now = c.now.Add(d)
 	c.mu.Unlock()

@@ -32,7 +32,7 @@ func TestRedisHandOverSurvivesACrash(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := caps{ttl: time.Hour, maxPending: 100, maxMessages: 100}
 			pending := openRedis(t, c, takeTimeout)
-			d, db, _ := suiteService(t, backend{"redis", func(*testing.T, *testClock, caps) (service.PendingStore, func(time.Duration)) {
+			d, db, _ := suiteService(t, backend{"redis", func(*testing.T, *service.FakeClock, caps) (service.PendingStore, func(time.Duration)) {
 				return pending, nil
 			}}, c)
 			for _, text := range texts {

@@ -15,9 +15,9 @@ import (
 
 const ttl = 30 * time.Minute
 
-func newTestService(t *testing.T, repo *fakeRepo, o Options) (*Dialogues, *clock) {
+func newTestService(t *testing.T, repo *fakeRepo, o Options) (*Dialogues, *FakeClock) {
 	t.Helper()
-	clk := newClock()
+	clk := NewFakeClock()
 	o.Clock = clk.Now
 	if o.TTL == 0 {
 		o.TTL = ttl

@@ -16,31 +16,14 @@ import (
 
 // These tests run the service over the real SQLite repository.
 
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-func openService(t *testing.T, o service.Options) (*service.Dialogues, *repository.DB, *testClock) {
+func openService(t *testing.T, o service.Options) (*service.Dialogues, *repository.DB, *service.FakeClock) {
 	t.Helper()
 	db, err := repository.Open(t.Context(), repository.Options{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "data.db")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	clk := &testClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := service.NewFakeClock()
 	o.Clock = clk.Now
 	o.TTL, o.SweepInterval = 30*time.Minute, time.Minute
 	o.MaxPending, o.MaxMessages, o.Shards, o.MaxTextBytes, o.CommitBatch = 10000, 1000, 8, 8192, 64

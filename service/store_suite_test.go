@@ -29,14 +29,14 @@ type backend struct {
 	name string
 	// open returns the store (nil: the service's memory) and a function that
 	// lets time pass for the TTL.
-	open func(t *testing.T, clk *testClock, c caps) (service.PendingStore, func(time.Duration))
+	open func(t *testing.T, clk *service.FakeClock, c caps) (service.PendingStore, func(time.Duration))
 }
 
-var memoryBackend = backend{"memory", func(t *testing.T, clk *testClock, _ caps) (service.PendingStore, func(time.Duration)) {
+var memoryBackend = backend{"memory", func(t *testing.T, clk *service.FakeClock, _ caps) (service.PendingStore, func(time.Duration)) {
 	return nil, clk.Advance
 }}
 
-var redisBackend = backend{"redis", func(t *testing.T, _ *testClock, c caps) (service.PendingStore, func(time.Duration)) {
+var redisBackend = backend{"redis", func(t *testing.T, _ *service.FakeClock, c caps) (service.PendingStore, func(time.Duration)) {
 	return openRedis(t, c, time.Minute), func(d time.Duration) {
 		time.Sleep(d) // Redis expires keys by its own clock
 	}
@@ -72,7 +72,7 @@ func suiteService(t *testing.T, b backend, c caps) (*service.Dialogues, *reposit
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	clk := &testClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := service.NewFakeClock()
 	pending, advance := b.open(t, clk, c)
 	return service.New(db, service.Options{
 		Clock: clk.Now, TTL: c.ttl, SweepInterval: time.Minute, MaxPending: c.maxPending, MaxMessages: c.maxMessages, MaxBytes: c.maxBytes,
