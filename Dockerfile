@@ -1,6 +1,6 @@
-# The same build that .ci/run proves: Go 1.26 on Debian 12, CGO_ENABLED=1 for
+# The same build that .ci/run proves: Go 1.27.3 on Debian 12, CGO_ENABLED=1 for
 # the SQLite driver.
-FROM golang:1.26.8-bookworm AS build
+FROM golang:1.27.3-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
