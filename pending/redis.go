@@ -1,0 +1,458 @@
+package pending
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/data-api/data-api/model"
+)
+
+// RedisOptions configures the Redis store.
+type RedisOptions struct {
+	Limits
+	URL    string // redis://[:password@]host:port/db
+	Prefix string // of every key, so that several deployments can share a server
+	// TakeTimeout is how long a dialogue taken for a decision stays taken
+	// when its taker never ends the take (the process died mid-decision);
+	// after that any instance may take it again.
+	TakeTimeout time.Duration
+}
+
+// Redis is the Store shared by every instance of the service, so that any
+// instance serves any dialogue. Each operation is one Lua script, atomic
+// across instances. The idle TTL is key expiry, refreshed by every message;
+// times are the Redis server's.
+//
+// Keys, below the prefix: d:{id} a hash (customer, deadline, take token and
+// its deadline, epoch), m:{id} the list of messages, c:{customer} the set of
+// the customer's dialogues, and pending (a sorted set of dialogue ids by the
+// time they may expire), counts (messages per dialogue), total, sizes (bytes
+// per dialogue), bytes, expired and epoch for the caps and gauges. The
+// scripts name keys they compute, so Redis Cluster is not supported.
+type Redis struct {
+	rdb *redis.Client
+	o   RedisOptions
+}
+
+// OpenRedis connects to Redis and checks that it answers.
+func OpenRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
+	err := o.Limits.check()
+	if o.TakeTimeout <= 0 {
+		err = errors.Join(err, fmt.Errorf("TakeTimeout must be positive, got %v", o.TakeTimeout))
+	}
+	if err != nil {
+		return nil, err
+	}
+	opts, err := redis.ParseURL(o.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	rdb := redis.NewClient(opts)
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		return nil, unavailable(ctx, "connect to redis", err)
+	}
+	return &Redis{rdb: rdb, o: o}, nil
+}
+
+// Close closes the connections.
+func (r *Redis) Close() error { return r.rdb.Close() }
+
+// unavailable wraps a Redis error as model.ErrUnavailable for op, keeping
+// the context's error detectable when ctx has ended.
+func unavailable(ctx context.Context, op string, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		err = fmt.Errorf("%w (%w)", cerr, err)
+	}
+	return fmt.Errorf("%s: %w: %w", op, model.ErrUnavailable, err)
+}
+
+// keys are the keys every script gets; the first argument of every script
+// is the prefix, from which the scripts make the keys of one dialogue.
+func (r *Redis) keys() []string {
+	k := []string{"pending", "counts", "total", "expired", "epoch", "sizes", "bytes"}
+	for i := range k {
+		k[i] = r.o.Prefix + k[i]
+	}
+	return k
+}
+
+// What a script answers when it has no data to return.
+const (
+	resBusy      = -1 // the dialogue is taken: wait and ask again
+	resConflict  = -2 // the dialogue belongs to another customer
+	resLimit     = -3 // the dialogue holds the most messages
+	resNotLive   = -4 // no live dialogue, and starting one was not asked for
+	resFull      = -5 // the most dialogues are pending
+	resFullBytes = -6 // the most bytes are pending
+	resReclaim   = -7 // expired dialogues were reclaimed, more remain: ask again
+)
+
+// reclaimBatch bounds the expired dialogues one script reclaims, so that
+// Redis never stalls other clients for long.
+const reclaimBatch = 500
+
+// prelude is shared by every script. live() settles a dialogue's state at
+// the server's time: expired, abandoned by a taker that died, taken, or
+// pending.
+var prelude = fmt.Sprintf(`
+local BUSY, CONFLICT, LIMIT, NOT_LIVE, FULL, FULL_BYTES, RECLAIM, RECLAIM_BATCH = %d, %d, %d, %d, %d, %d, %d, %d
+local PENDING, COUNTS, TOTAL, EXPIRED, EPOCH, SIZES, BYTES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local PREFIX = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function dkey(id) return PREFIX .. 'd:' .. id end
+local function mkey(id) return PREFIX .. 'm:' .. id end
+local function ckey(customer) return PREFIX .. 'c:' .. customer end
+
+local function forget(id)
+  local n = tonumber(redis.call('HGET', COUNTS, id) or '0')
+  local size = tonumber(redis.call('HGET', SIZES, id) or '0')
+  redis.call('HDEL', COUNTS, id)
+  redis.call('HDEL', SIZES, id)
+  redis.call('ZREM', PENDING, id)
+  redis.call('DECRBY', TOTAL, n)
+  redis.call('DECRBY', BYTES, size)
+  return n
+end
+
+local function drop(id)
+  redis.call('DEL', dkey(id), mkey(id))
+  return forget(id)
+end
+
+local function expire(id)
+  drop(id)
+  redis.call('INCR', EXPIRED)
+end
+
+-- live returns 'none', 'busy' or 'live', the dialogue's customer, and the
+-- time it may expire: its deadline, or when its take may end if later.
+local function live(id)
+  local D = dkey(id)
+  local h = redis.call('HMGET', D, 'c', 'dl', 'busy', 'bu')
+  if not h[1] then
+    if redis.call('HEXISTS', COUNTS, id) == 1 then expire(id) end
+    return 'none'
+  end
+  local dl = tonumber(h[2])
+  if h[3] then
+    local bu = tonumber(h[4])
+    if bu > now then return 'busy', h[1], math.max(bu, dl) end
+    redis.call('HDEL', D, 'busy', 'bu')
+  end
+  if dl <= now then
+    expire(id)
+    return 'none'
+  end
+  if h[3] then
+    redis.call('PEXPIREAT', D, dl)
+    redis.call('PEXPIREAT', mkey(id), dl)
+    redis.call('ZADD', PENDING, dl, id)
+  end
+  return 'live', h[1], dl
+end
+
+-- reclaim drops up to RECLAIM_BATCH expired dialogues and tells whether
+-- more remain. Every dialogue is scored by the time it may expire, so those
+-- scored in the past have expired, but for a score left behind, which is
+-- set right.
+local function reclaim()
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', PENDING, '-inf', now, 'LIMIT', 0, RECLAIM_BATCH)) do
+    local state, _, score = live(id)
+    if state ~= 'none' then redis.call('ZADD', PENDING, score, id) end
+  end
+  return redis.call('ZCOUNT', PENDING, '-inf', now) > 0
+end
+`, resBusy, resConflict, resLimit, resNotLive, resFull, resFullBytes, resReclaim, reclaimBatch)
+
+// ARGV: prefix, id, customer, ttl ms, max dialogues, max messages, max
+// bytes, start ("1" or "0"), encoded message, its size.
+var addScript = redis.NewScript(prelude + `
+local id, customer, size, start = ARGV[2], ARGV[3], tonumber(ARGV[10]), ARGV[8] == '1'
+local state, owner = live(id)
+if state == 'busy' then return BUSY end
+local function refusal()
+  local full = tonumber(redis.call('GET', BYTES) or '0') + size > tonumber(ARGV[7])
+  if state == 'live' then
+    if owner ~= customer then return CONFLICT end
+    if tonumber(redis.call('HGET', COUNTS, id) or '0') >= tonumber(ARGV[6]) then return LIMIT end
+    if full then return FULL_BYTES end
+    return nil
+  end
+  if redis.call('ZCARD', PENDING) >= tonumber(ARGV[5]) then return FULL end
+  if full then return FULL_BYTES end
+  if not start then return NOT_LIVE end
+  return nil
+end
+local r = refusal()
+if r == FULL or r == FULL_BYTES then
+  if reclaim() then return RECLAIM end
+  r = refusal()
+end
+if r then return r end
+local D, M = dkey(id), mkey(id)
+if state ~= 'live' then
+  redis.call('HSET', D, 'c', customer, 'ep', redis.call('INCR', EPOCH))
+  redis.call('SADD', ckey(customer), id)
+end
+local n = redis.call('HINCRBY', COUNTS, id, 1)
+redis.call('INCR', TOTAL)
+redis.call('HINCRBY', SIZES, id, size)
+redis.call('INCRBY', BYTES, size)
+redis.call('RPUSH', M, redis.call('HGET', D, 'ep') .. ':' .. n .. '|' .. ARGV[9])
+local dl = now + tonumber(ARGV[4])
+redis.call('HSET', D, 'dl', dl)
+redis.call('PEXPIREAT', D, dl)
+redis.call('PEXPIREAT', M, dl)
+redis.call('ZADD', PENDING, dl, id)
+redis.call('PEXPIRE', ckey(customer), ARGV[4])
+return n
+`)
+
+// ARGV: prefix, id, token, take timeout ms.
+var takeScript = redis.NewScript(prelude + `
+local id = ARGV[2]
+local state, owner = live(id)
+if state == 'busy' then return {BUSY} end
+if state == 'none' then return {0} end
+local D, M = dkey(id), mkey(id)
+local bu = now + tonumber(ARGV[4])
+redis.call('HSET', D, 'busy', ARGV[3], 'bu', bu)
+local keep = math.max(bu, tonumber(redis.call('HGET', D, 'dl')))
+redis.call('PEXPIREAT', D, keep)
+redis.call('PEXPIREAT', M, keep)
+redis.call('ZADD', PENDING, keep, id)
+return {1, owner, redis.call('LRANGE', M, 0, -1)}
+`)
+
+// ARGV: prefix, id, token, customer. A take that timed out may have been
+// ended by another instance since: the script then leaves the dialogue
+// alone.
+var dropScript = redis.NewScript(prelude + `
+local id = ARGV[2]
+if redis.call('HGET', dkey(id), 'busy') ~= ARGV[3] then return 0 end
+drop(id)
+redis.call('SREM', ckey(ARGV[4]), id)
+return 1
+`)
+
+// ARGV: prefix, id, token.
+var restoreScript = redis.NewScript(prelude + `
+local id = ARGV[2]
+local D = dkey(id)
+if redis.call('HGET', D, 'busy') ~= ARGV[3] then return 0 end
+redis.call('HDEL', D, 'busy', 'bu')
+local dl = redis.call('HGET', D, 'dl')
+if tonumber(dl) <= now then
+  expire(id)
+else
+  redis.call('PEXPIREAT', D, dl)
+  redis.call('PEXPIREAT', mkey(id), dl)
+  redis.call('ZADD', PENDING, dl, id)
+end
+return 1
+`)
+
+// ARGV: prefix, customer. Returns dialogues dropped, messages dropped,
+// dialogues still taken.
+var dropCustomerScript = redis.NewScript(prelude + `
+local C = ckey(ARGV[2])
+local dropped, messages, busy = 0, 0, 0
+for _, id in ipairs(redis.call('SMEMBERS', C)) do
+  local state, owner = live(id)
+  if state == 'busy' then
+    busy = busy + 1
+  else
+    if state == 'live' and owner == ARGV[2] then
+      messages = messages + drop(id)
+      dropped = dropped + 1
+    end
+    redis.call('SREM', C, id)
+  end
+end
+return {dropped, messages, busy}
+`)
+
+// ARGV: prefix. Returns 1 when more expired dialogues remain.
+var sweepScript = redis.NewScript(prelude + `
+if reclaim() then return 1 end
+return 0
+`)
+
+// encodeMessage packs what a pending message needs: its text goes last, so
+// that it may hold any character.
+func encodeMessage(m model.Message) string {
+	return strconv.FormatInt(m.CreatedAt.UnixNano(), 10) + "|" + m.Language + "|" + m.Text
+}
+
+// decodeMessage reverses encodeMessage; the script put the message's key
+// (epoch:number) in front.
+func decodeMessage(s, dialogueID, customerID string) (model.Message, error) {
+	parts := strings.SplitN(s, "|", 4)
+	if len(parts) != 4 {
+		return model.Message{}, errors.New("malformed pending message")
+	}
+	ns, err := strconv.ParseInt(parts[1], 10, 64)
+	if err != nil {
+		return model.Message{}, fmt.Errorf("malformed pending message: %w", err)
+	}
+	return model.Message{
+		CustomerID: customerID,
+		DialogueID: dialogueID,
+		Language:   parts[2],
+		Text:       parts[3],
+		CreatedAt:  time.Unix(0, ns).UTC(),
+		Key:        dialogueID + ":" + parts[0],
+	}, nil
+}
+
+// waitTaken waits a little before asking again about a dialogue that another
+// caller has taken for a decision; the wait grows with each attempt.
+func waitTaken(ctx context.Context, attempt int) error {
+	t := time.NewTimer(time.Millisecond << min(attempt, 5))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Redis) Append(ctx context.Context, m model.Message) (int, error) {
+	return r.add(ctx, m, "0")
+}
+
+func (r *Redis) Start(ctx context.Context, m model.Message) (int, error) {
+	return r.add(ctx, m, "1")
+}
+
+func (r *Redis) add(ctx context.Context, m model.Message, start string) (int, error) {
+	l := r.o.Limits
+	for attempt := 0; ; attempt++ {
+		res, err := addScript.Run(ctx, r.rdb, r.keys(), r.o.Prefix,
+			m.DialogueID, m.CustomerID, l.TTL.Milliseconds(), l.MaxDialogues, l.MaxMessages, l.MaxBytes,
+			start, encodeMessage(m), size(m)).Int()
+		if err != nil {
+			return 0, unavailable(ctx, "add pending message", err)
+		}
+		switch res {
+		case resBusy:
+			if err := waitTaken(ctx, attempt); err != nil {
+				return 0, err
+			}
+			continue
+		case resReclaim:
+			continue
+		case resConflict:
+			return 0, model.ErrOtherCustomer
+		case resLimit:
+			return 0, tooManyMessages(l.MaxMessages)
+		case resNotLive:
+			return 0, errNotLive
+		case resFull:
+			return 0, tooManyDialogues(l.MaxDialogues)
+		case resFullBytes:
+			return 0, tooManyBytes(l.MaxBytes)
+		}
+		return res, nil
+	}
+}
+
+func (r *Redis) Take(ctx context.Context, dialogueID string) (*Taken, error) {
+	token := rand.Text()
+	for attempt := 0; ; attempt++ {
+		res, err := takeScript.Run(ctx, r.rdb, r.keys(), r.o.Prefix, dialogueID, token, r.o.TakeTimeout.Milliseconds()).Slice()
+		if err != nil {
+			return nil, unavailable(ctx, "take pending dialogue", err)
+		}
+		switch res[0].(int64) {
+		case resBusy:
+			if err := waitTaken(ctx, attempt); err != nil {
+				return nil, err
+			}
+			continue
+		case 0:
+			return nil, nil
+		}
+		customer := res[1].(string)
+		raw := res[2].([]any)
+		t := &Taken{DialogueID: dialogueID, CustomerID: customer, token: token, Messages: make([]model.Message, len(raw))}
+		for i, v := range raw {
+			if t.Messages[i], err = decodeMessage(v.(string), dialogueID, customer); err != nil {
+				return nil, err
+			}
+		}
+		return t, nil
+	}
+}
+
+// Drop leaves the dialogue alone when its take timed out and another
+// instance took it since; a consent retried after that stores nothing twice,
+// since every message has a unique key.
+func (r *Redis) Drop(ctx context.Context, t *Taken) error {
+	if err := dropScript.Run(ctx, r.rdb, r.keys(), r.o.Prefix, t.DialogueID, t.token, t.CustomerID).Err(); err != nil {
+		return unavailable(ctx, "drop decided dialogue", err)
+	}
+	return nil
+}
+
+func (r *Redis) Restore(ctx context.Context, t *Taken) error {
+	if err := restoreScript.Run(ctx, r.rdb, r.keys(), r.o.Prefix, t.DialogueID, t.token).Err(); err != nil {
+		return unavailable(ctx, "restore pending dialogue", err)
+	}
+	return nil
+}
+
+func (r *Redis) DropCustomer(ctx context.Context, customerID string) (dialogues, messages int, err error) {
+	for attempt := 0; ; attempt++ {
+		res, err := dropCustomerScript.Run(ctx, r.rdb, r.keys(), r.o.Prefix, customerID).Int64Slice()
+		if err != nil {
+			return dialogues, messages, unavailable(ctx, "drop pending dialogues", err)
+		}
+		dialogues += int(res[0])
+		messages += int(res[1])
+		if res[2] == 0 {
+			return dialogues, messages, nil
+		}
+		if err := waitTaken(ctx, attempt); err != nil {
+			return dialogues, messages, err
+		}
+	}
+}
+
+func (r *Redis) Sweep(ctx context.Context) error {
+	for {
+		more, err := sweepScript.Run(ctx, r.rdb, r.keys(), r.o.Prefix).Int()
+		if err != nil {
+			return unavailable(ctx, "sweep pending dialogues", err)
+		}
+		if more == 0 {
+			return nil
+		}
+	}
+}
+
+func (r *Redis) Counts(ctx context.Context) (Counts, error) {
+	pipe := r.rdb.Pipeline()
+	dialogues := pipe.ZCard(ctx, r.o.Prefix+"pending")
+	messages := pipe.Get(ctx, r.o.Prefix+"total")
+	size := pipe.Get(ctx, r.o.Prefix+"bytes")
+	expired := pipe.Get(ctx, r.o.Prefix+"expired")
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return Counts{}, unavailable(ctx, "read pending counts", err)
+	}
+	m, _ := messages.Int64()
+	b, _ := size.Int64()
+	e, _ := expired.Int64()
+	return Counts{Dialogues: dialogues.Val(), Messages: m, Bytes: b, Expired: e}, nil
+}

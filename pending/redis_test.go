@@ -1,0 +1,87 @@
+package pending
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/data-api/data-api/model"
+)
+
+// TestRedisLateDropLeavesANewTakeAlone: an instance whose take timed out
+// must not drop the dialogue another instance has taken since.
+func TestRedisLateDropLeavesANewTakeAlone(t *testing.T) {
+	ctx := context.Background()
+	s := openRedis(t, limits(nil), 200*time.Millisecond)
+	m := model.Message{CustomerID: "c", DialogueID: "d", Language: "en", Text: "x", CreatedAt: time.Now()}
+	if _, err := s.Start(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	first := take(t, s, "d")
+	second := take(t, s, "d") // waits for the first take to time out
+	if second == nil || second.token == first.token {
+		t.Fatalf("second take: %+v", second)
+	}
+	if err := s.Drop(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if c := counts(t, s); c.Dialogues != 1 {
+		t.Fatalf("a stale drop dropped the dialogue: %+v", c)
+	}
+	if err := s.Restore(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, m); err != nil {
+		t.Fatalf("the dialogue is not pending again: %v", err)
+	}
+}
+
+// TestRedisSweepPassesTakenDialogues: dialogues taken for a decision and past
+// their deadline stay while their decision is under way, and a sweep that
+// meets more of them than a batch still ends.
+func TestRedisSweepPassesTakenDialogues(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const ttl, n = 200 * time.Millisecond, reclaimBatch + 100
+	s := openRedis(t, limits(func(l *Limits) { l.TTL, l.MaxDialogues = ttl, n }), time.Minute)
+	for i := range n {
+		id := "d" + strconv.Itoa(i)
+		if _, err := s.Start(ctx, model.Message{CustomerID: "c", DialogueID: id, Language: "en", Text: "x", CreatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if tk := take(t, s, id); tk == nil {
+			t.Fatalf("Take %s found nothing", id)
+		}
+	}
+	time.Sleep(2 * ttl) // every deadline passes while the dialogues are taken
+	if err := s.Sweep(ctx); err != nil {
+		t.Fatalf("Sweep: %v", err)
+	}
+	if c := counts(t, s); c.Dialogues != n || c.Expired != 0 {
+		t.Fatalf("after the sweep: %+v; want every taken dialogue kept", c)
+	}
+}
+
+// TestRedisReclaimsMoreThanABatch: before a cap refuses, the store reclaims
+// as many expired dialogues as it takes, batch after batch.
+func TestRedisReclaimsMoreThanABatch(t *testing.T) {
+	ctx := context.Background()
+	const ttl, n = 200 * time.Millisecond, 2*reclaimBatch + 10
+	s := openRedis(t, limits(func(l *Limits) { l.TTL, l.MaxDialogues, l.MaxBytes = ttl, n+1, n }), time.Minute)
+	for i := range n {
+		if _, err := s.Start(ctx, model.Message{CustomerID: "c", DialogueID: "d" + strconv.Itoa(i), Language: "en", Text: "x", CreatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(ttl + 100*time.Millisecond)
+	// A text of the whole byte cap needs every expired dialogue gone.
+	whole := model.Message{CustomerID: "c", DialogueID: "new", Language: "en", Text: strings.Repeat("x", n), CreatedAt: time.Now()}
+	if _, err := s.Start(ctx, whole); err != nil {
+		t.Fatalf("a new dialogue with every other one expired: %v", err)
+	}
+	if c := counts(t, s); c.Dialogues != 1 || c.Bytes != n || c.Expired != n {
+		t.Fatalf("counts %+v, want 1 live and %d expired", c, n)
+	}
+}

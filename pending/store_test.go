@@ -1,0 +1,427 @@
+package pending
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/data-api/data-api/internal/fake"
+	"github.com/data-api/data-api/internal/testserver"
+	"github.com/data-api/data-api/model"
+)
+
+// A backend of the contract suite: it opens an empty store with limits and
+// returns its clock and a function that lets time pass for the TTL.
+type backend struct {
+	name string
+	open func(t *testing.T, l Limits) (Store, func() time.Time, func(time.Duration))
+}
+
+var backends = []backend{
+	{"memory", func(t *testing.T, l Limits) (Store, func() time.Time, func(time.Duration)) {
+		clk := fake.NewClock()
+		s, err := NewMemory(MemoryOptions{Limits: l, Shards: 8, Clock: clk.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, clk.Now, clk.Advance
+	}},
+	{"redis", func(t *testing.T, l Limits) (Store, func() time.Time, func(time.Duration)) {
+		// Redis expires keys by its own clock.
+		return openRedis(t, l, time.Minute), time.Now, time.Sleep
+	}},
+}
+
+// openRedis connects to the test Redis with a key prefix of the test's own.
+func openRedis(t *testing.T, l Limits, takeTimeout time.Duration) *Redis {
+	t.Helper()
+	r, err := OpenRedis(t.Context(), RedisOptions{
+		Limits: l, URL: testserver.Redis(t), Prefix: fmt.Sprintf("test:%s:%d:", t.Name(), time.Now().UnixNano()), TakeTimeout: takeTimeout,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// limits are roomy but for what a test pins.
+func limits(change func(*Limits)) Limits {
+	l := Limits{TTL: time.Hour, MaxDialogues: 100, MaxMessages: 100, MaxBytes: 1 << 20}
+	if change != nil {
+		change(&l)
+	}
+	return l
+}
+
+// suite is the contract every store keeps.
+var suite = []struct {
+	name string
+	test func(t *testing.T, b backend)
+}{
+	{"AppendNeedsALiveDialogue", testAppendNeedsALiveDialogue},
+	{"OwnerIsTheFirstCustomer", testOwnerIsTheFirstCustomer},
+	{"MaxMessagesExactly", testMaxMessagesExactly},
+	{"MaxDialoguesExactly", testMaxDialoguesExactly},
+	{"MaxBytesExactly", testMaxBytesExactly},
+	{"ExpiredButUnsweptCountsForNothing", testExpiredButUnsweptCountsForNothing},
+	{"TTLSlidesWithEachMessage", testTTLSlidesWithEachMessage},
+	{"TakeDropRestore", testTakeDropRestore},
+	{"TakenDialogueWaitsAndNeverExpires", testTakenDialogueWaitsAndNeverExpires},
+	{"DropCustomer", testDropCustomer},
+	{"SweepCountsExpired", testSweepCountsExpired},
+	{"ParallelAppendsCountExactly", testParallelAppendsCountExactly},
+}
+
+func TestStores(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			for _, tc := range suite {
+				t.Run(tc.name, func(t *testing.T) { tc.test(t, b) })
+			}
+		})
+	}
+}
+
+// messages makes messages received at the store's clock.
+type messages struct {
+	t   *testing.T
+	s   Store
+	now func() time.Time
+}
+
+func (ms messages) msg(customer, dialogue, text string) model.Message {
+	return model.Message{CustomerID: customer, DialogueID: dialogue, Language: "en", Text: text, CreatedAt: ms.now()}
+}
+
+// add appends or, for a dialogue not live, starts, and requires n messages.
+func (ms messages) add(customer, dialogue, text string, n int) {
+	ms.t.Helper()
+	m := ms.msg(customer, dialogue, text)
+	got, err := ms.s.Append(ms.t.Context(), m)
+	if errors.Is(err, model.ErrNotFound) {
+		got, err = ms.s.Start(ms.t.Context(), m)
+	}
+	if err != nil || got != n {
+		ms.t.Fatalf("add %s/%s %q: %d, %v; want %d", customer, dialogue, text, got, err, n)
+	}
+}
+
+func (ms messages) refused(kind error, do func(context.Context, model.Message) (int, error), customer, dialogue, text string) {
+	ms.t.Helper()
+	if n, err := do(ms.t.Context(), ms.msg(customer, dialogue, text)); !errors.Is(err, kind) {
+		ms.t.Fatalf("%s/%s %q: %d, %v; want %v", customer, dialogue, text, n, err, kind)
+	}
+}
+
+func counts(t *testing.T, s Store) Counts {
+	t.Helper()
+	c, err := s.Counts(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func wantCounts(t *testing.T, s Store, want Counts) {
+	t.Helper()
+	if got := counts(t, s); got != want {
+		t.Fatalf("counts %+v, want %+v", got, want)
+	}
+}
+
+func take(t *testing.T, s Store, id string) *Taken {
+	t.Helper()
+	tk, err := s.Take(t.Context(), id)
+	if err != nil {
+		t.Fatalf("Take %s: %v", id, err)
+	}
+	return tk
+}
+
+func texts(tk *Taken) []string {
+	var out []string
+	for _, m := range tk.Messages {
+		out = append(out, m.Text)
+	}
+	return out
+}
+
+func testAppendNeedsALiveDialogue(t *testing.T, b backend) {
+	s, now, _ := b.open(t, limits(nil))
+	ms := messages{t, s, now}
+	ms.refused(model.ErrNotFound, s.Append, "c", "d", "hello")
+	wantCounts(t, s, Counts{})
+	if n, err := s.Start(t.Context(), ms.msg("c", "d", "hello")); err != nil || n != 1 {
+		t.Fatalf("Start: %d, %v", n, err)
+	}
+	if n, err := s.Append(t.Context(), ms.msg("c", "d", "again")); err != nil || n != 2 {
+		t.Fatalf("Append: %d, %v", n, err)
+	}
+	// Two first messages that race: the second Start appends.
+	if n, err := s.Start(t.Context(), ms.msg("c", "d", "late start")); err != nil || n != 3 {
+		t.Fatalf("Start of a live dialogue: %d, %v", n, err)
+	}
+	wantCounts(t, s, Counts{Dialogues: 1, Messages: 3, Bytes: int64(len("hello" + "again" + "late start"))})
+	tk := take(t, s, "d")
+	if tk.CustomerID != "c" || fmt.Sprint(texts(tk)) != "[hello again late start]" {
+		t.Fatalf("taken %+v", tk)
+	}
+	for i, m := range tk.Messages {
+		if m.DialogueID != "d" || m.CustomerID != "c" || m.Language != "en" || m.CreatedAt.IsZero() {
+			t.Fatalf("message %d: %+v", i, m)
+		}
+	}
+}
+
+func testOwnerIsTheFirstCustomer(t *testing.T, b backend) {
+	s, now, _ := b.open(t, limits(nil))
+	ms := messages{t, s, now}
+	ms.add("alice", "d", "1", 1)
+	ms.refused(model.ErrConflict, s.Append, "bob", "d", "x")
+	ms.refused(model.ErrConflict, s.Start, "bob", "d", "x")
+	ms.add("alice", "d", "2", 2)
+	wantCounts(t, s, Counts{Dialogues: 1, Messages: 2, Bytes: 2})
+}
+
+func testMaxMessagesExactly(t *testing.T, b backend) {
+	s, now, _ := b.open(t, limits(func(l *Limits) { l.MaxMessages = 3 }))
+	ms := messages{t, s, now}
+	for i := range 3 {
+		ms.add("c", "d", strconv.Itoa(i), i+1)
+	}
+	ms.refused(model.ErrLimit, s.Append, "c", "d", "x")
+	ms.refused(model.ErrLimit, s.Start, "c", "d", "x")
+	ms.add("c", "other", "x", 1)
+	wantCounts(t, s, Counts{Dialogues: 2, Messages: 4, Bytes: 4})
+}
+
+func testMaxDialoguesExactly(t *testing.T, b backend) {
+	s, now, _ := b.open(t, limits(func(l *Limits) { l.MaxDialogues = 2 }))
+	ms := messages{t, s, now}
+	ms.add("c", "d1", "x", 1)
+	ms.add("c", "d2", "x", 1)
+	// A full store refuses a new dialogue before anyone asks who owns it.
+	ms.refused(model.ErrFull, s.Append, "c", "d3", "x")
+	ms.refused(model.ErrFull, s.Start, "c", "d3", "x")
+	ms.add("c", "d1", "y", 2) // dialogues already pending still take messages
+	// A taken dialogue still counts; a dropped one frees its place.
+	tk := take(t, s, "d1")
+	ms.refused(model.ErrFull, s.Start, "c", "d3", "x")
+	if err := s.Drop(t.Context(), tk); err != nil {
+		t.Fatal(err)
+	}
+	ms.add("c", "d3", "x", 1)
+	wantCounts(t, s, Counts{Dialogues: 2, Messages: 2, Bytes: 2})
+}
+
+func testMaxBytesExactly(t *testing.T, b backend) {
+	s, now, _ := b.open(t, limits(func(l *Limits) { l.MaxBytes = 10 }))
+	ms := messages{t, s, now}
+	ms.add("c", "d1", "1234", 1)
+	ms.add("c", "d1", "5678", 2)
+	// Past the cap, both an existing and a new dialogue are refused.
+	ms.refused(ErrFullBytes, s.Append, "c", "d1", "abc")
+	ms.refused(ErrFullBytes, s.Append, "c", "d2", "abc")
+	ms.refused(ErrFullBytes, s.Start, "c", "d2", "abc")
+	ms.add("c", "d2", "ab", 1) // exactly at the cap
+	wantCounts(t, s, Counts{Dialogues: 2, Messages: 3, Bytes: 10})
+	// A decision frees its bytes.
+	if err := s.Drop(t.Context(), take(t, s, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	ms.add("c", "d3", "12345678", 1)
+	wantCounts(t, s, Counts{Dialogues: 2, Messages: 2, Bytes: 10})
+}
+
+// testExpiredButUnsweptCountsForNothing: caps count the live dialogues,
+// whatever the sweeper has done.
+func testExpiredButUnsweptCountsForNothing(t *testing.T, b backend) {
+	const ttl = 300 * time.Millisecond
+	s, now, advance := b.open(t, limits(func(l *Limits) { l.TTL, l.MaxDialogues, l.MaxBytes = ttl, 2, 8 }))
+	ms := messages{t, s, now}
+	ms.add("c", "old1", "1234", 1)
+	ms.add("c", "old2", "1234", 1)
+	advance(ttl + 50*time.Millisecond)
+	// Both have expired, none was swept: a new dialogue of the whole byte
+	// cap fits, and so does a second one.
+	ms.add("c", "new1", "1234", 1)
+	ms.add("c", "new2", "5678", 1)
+	ms.refused(model.ErrFull, s.Start, "c", "new3", "x")
+	c := counts(t, s)
+	if c.Dialogues != 2 || c.Messages != 2 || c.Bytes != 8 || c.Expired != 2 {
+		t.Fatalf("counts %+v, want 2 live dialogues of 8 bytes and 2 expired", c)
+	}
+}
+
+// Where time is real (Redis), the dialogues that must stay live keep 450 ms
+// of margin or more to their deadline.
+
+func testTTLSlidesWithEachMessage(t *testing.T, b backend) {
+	const ttl = 1500 * time.Millisecond
+	s, now, advance := b.open(t, limits(func(l *Limits) { l.TTL = ttl }))
+	ms := messages{t, s, now}
+	ms.add("c", "kept", "1", 1)
+	ms.add("c", "expiring", "1", 1)
+	advance(1000 * time.Millisecond)
+	ms.add("c", "kept", "2", 2)
+	advance(1050 * time.Millisecond)
+	if tk := take(t, s, "expiring"); tk != nil {
+		t.Fatalf("an expired dialogue was taken: %+v", tk)
+	}
+	ms.refused(model.ErrNotFound, s.Append, "c", "expiring", "late")
+	if tk := take(t, s, "kept"); tk == nil || len(tk.Messages) != 2 {
+		t.Fatalf("the refreshed dialogue: %+v", tk)
+	}
+}
+
+func testTakeDropRestore(t *testing.T, b backend) {
+	s, now, _ := b.open(t, limits(nil))
+	ms := messages{t, s, now}
+	if tk := take(t, s, "none"); tk != nil {
+		t.Fatalf("took a dialogue never seen: %+v", tk)
+	}
+	ms.add("c", "d", "1", 1)
+	ms.add("c", "d", "2", 2)
+	tk := take(t, s, "d")
+	if err := s.Restore(t.Context(), tk); err != nil {
+		t.Fatal(err)
+	}
+	// Pending again as it was.
+	ms.add("c", "d", "3", 3)
+	tk = take(t, s, "d")
+	if fmt.Sprint(texts(tk)) != "[1 2 3]" {
+		t.Fatalf("taken after a restore: %q", texts(tk))
+	}
+	if err := s.Drop(t.Context(), tk); err != nil {
+		t.Fatal(err)
+	}
+	wantCounts(t, s, Counts{})
+	// Decided: the next message needs a new start.
+	ms.refused(model.ErrNotFound, s.Append, "c", "d", "4")
+}
+
+func testTakenDialogueWaitsAndNeverExpires(t *testing.T, b backend) {
+	const ttl = 300 * time.Millisecond
+	s, now, advance := b.open(t, limits(func(l *Limits) { l.TTL = ttl }))
+	ms := messages{t, s, now}
+	ms.add("c", "d", "1", 1)
+	tk := take(t, s, "d")
+
+	appended := make(chan error, 1)
+	go func() {
+		_, err := s.Append(context.Background(), ms.msg("c", "d", "2"))
+		appended <- err
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if got, err := s.Take(ctx, "d"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a second Take of a taken dialogue: %v, %v; want it to wait until ctx ends", got, err)
+	}
+	advance(ttl + 50*time.Millisecond) // past the deadline while taken
+	if c := counts(t, s); c.Dialogues != 1 || c.Expired != 0 {
+		t.Fatalf("counts while taken %+v", c)
+	}
+	if err := s.Sweep(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if c := counts(t, s); c.Dialogues != 1 || c.Expired != 0 {
+		t.Fatalf("a sweep dropped a taken dialogue: %+v", c)
+	}
+	select {
+	case err := <-appended:
+		t.Fatalf("Append to a taken dialogue returned %v without waiting", err)
+	default:
+	}
+	// Restored with its deadline, which has passed: the waiting Append
+	// finds it expired.
+	if err := s.Restore(t.Context(), tk); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-appended; !errors.Is(err, model.ErrNotFound) {
+		t.Fatalf("the waiting Append: %v, want ErrNotFound", err)
+	}
+	if c := counts(t, s); c.Dialogues != 0 || c.Expired != 1 {
+		t.Fatalf("counts %+v, want the dialogue expired", c)
+	}
+}
+
+func testDropCustomer(t *testing.T, b backend) {
+	s, now, _ := b.open(t, limits(nil))
+	ms := messages{t, s, now}
+	ms.add("alice", "a1", "1", 1)
+	ms.add("alice", "a1", "2", 2)
+	ms.add("alice", "a2", "1", 1)
+	ms.add("bob", "b1", "1", 1)
+	tk := take(t, s, "a2")
+	type result struct{ dialogues, messages int }
+	done := make(chan result, 1)
+	go func() {
+		d, m, err := s.DropCustomer(context.Background(), "alice")
+		if err != nil {
+			t.Error(err)
+		}
+		done <- result{d, m}
+	}()
+	// The erasure waits for the decision on a2, which is stored: a2 is
+	// then gone already.
+	if err := s.Drop(t.Context(), tk); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-done; got != (result{1, 2}) {
+		t.Fatalf("DropCustomer dropped %+v, want 1 dialogue of 2 messages", got)
+	}
+	wantCounts(t, s, Counts{Dialogues: 1, Messages: 1, Bytes: 1})
+	ms.refused(model.ErrNotFound, s.Append, "alice", "a1", "3")
+}
+
+func testSweepCountsExpired(t *testing.T, b backend) {
+	const ttl = 1200 * time.Millisecond
+	s, now, advance := b.open(t, limits(func(l *Limits) { l.TTL = ttl }))
+	ms := messages{t, s, now}
+	ms.add("c", "old", "1", 1)
+	advance(600 * time.Millisecond)
+	ms.add("c", "young", "1", 1)
+	advance(650 * time.Millisecond)
+	if err := s.Sweep(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	wantCounts(t, s, Counts{Dialogues: 1, Messages: 1, Bytes: 1, Expired: 1})
+}
+
+func testParallelAppendsCountExactly(t *testing.T, b backend) {
+	s, now, _ := b.open(t, limits(func(l *Limits) { l.MaxMessages = 1000 }))
+	ms := messages{t, s, now}
+	const workers, each = 8, 20
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				m := ms.msg("c", "d"+strconv.Itoa(i%4), strconv.Itoa(w))
+				_, err := s.Append(context.Background(), m)
+				if errors.Is(err, model.ErrNotFound) {
+					_, err = s.Start(context.Background(), m)
+				}
+				if err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	wantCounts(t, s, Counts{Dialogues: 4, Messages: workers * each, Bytes: workers * each})
+}
+
+func TestNewMemoryRejectsLimitsOutOfRange(t *testing.T) {
+	_, err := NewMemory(MemoryOptions{Shards: 3})
+	for _, want := range []string{"TTL", "MaxDialogues", "MaxMessages", "MaxBytes", "power of two"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("NewMemory with zero limits: %v, want it to name %s", err, want)
+		}
+	}
+}
