@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/data-api/data-api/model"
 )
 
 // Roles an API key may hold.
@@ -59,16 +61,16 @@ func (h *Handler) require(role string) gin.HandlerFunc {
 		}
 		scheme, secret, found := strings.Cut(c.GetHeader("Authorization"), " ")
 		if !found || !strings.EqualFold(scheme, "Bearer") || secret == "" {
-			writeError(c, h.log, fail(errUnauthorized, "send an API key as Authorization: Bearer <key>"))
+			writeError(c, h.log, model.Errorf(errUnauthorized, "send an API key as Authorization: Bearer <key>"))
 			return
 		}
 		k, ok := h.auth.lookup(secret)
 		if !ok {
-			writeError(c, h.log, fail(errUnauthorized, "the API key is not known"))
+			writeError(c, h.log, model.Errorf(errUnauthorized, "the API key is not known"))
 			return
 		}
 		if role != "" && !slices.Contains(k.Roles, role) {
-			writeError(c, h.log, fail(errForbidden, "the API key "+k.Name+" lacks the "+role+" role this endpoint needs"))
+			writeError(c, h.log, model.Errorf(errForbidden, "the API key "+k.Name+" lacks the "+role+" role this endpoint needs"))
 			return
 		}
 		c.Set(keyNameKey, k.Name)

@@ -6,11 +6,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/data-api/data-api/api"
+	"github.com/data-api/data-api/config"
 )
 
 func TestRoles(t *testing.T) {
-	keys := []api.Key{
+	keys := []config.Key{
 		key("bot", "ingest"),
 		key("analyst", "analyst"),
 		key("dpo", "admin"),
@@ -33,9 +33,9 @@ func TestRoles(t *testing.T) {
 		{"GET", "/readyz", "", "", 200},
 		{"GET", "/openapi.json", "", "", 200},
 	}
-	e := newEnv(t, envOptions{api: api.Options{Keys: keys}})
+	e := newEnv(t, envOptions{config: withKeys(keys...)})
 	for _, ep := range endpoints {
-		for _, k := range append(keys, api.Key{Name: "nobody"}) {
+		for _, k := range append(keys, config.Key{Name: "nobody"}) {
 			allowed := ep.role == "" || ep.role == "any" && k.Roles != nil || slices.Contains(k.Roles, ep.role)
 			auth := "Bearer " + secret(k.Name)
 			w := e.do(ep.method, ep.path, ep.body, "Authorization", auth)
@@ -62,7 +62,7 @@ func TestRoles(t *testing.T) {
 }
 
 func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
-	e := newEnv(t, envOptions{api: api.Options{Keys: []api.Key{key("bot", "ingest")}}})
+	e := newEnv(t, envOptions{config: withKeys(key("bot", "ingest"))})
 	w := e.do("POST", "/consents/d", "false", "Authorization", "bearer "+secret("bot"))
 	if w.Code != http.StatusOK {
 		t.Fatalf("lower-case scheme: %d %s", w.Code, w.Body)
@@ -70,8 +70,8 @@ func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
 }
 
 func TestLedgerNamesTheKey(t *testing.T) {
-	keys := []api.Key{key("bot", "ingest"), key("analyst", "analyst")}
-	e := newEnv(t, envOptions{api: api.Options{Keys: keys}})
+	keys := []config.Key{key("bot", "ingest"), key("analyst", "analyst")}
+	e := newEnv(t, envOptions{config: withKeys(keys...)})
 	bot := []string{"Authorization", "Bearer " + secret("bot")}
 	if w := e.do("POST", "/data/c/d", `{"text": "hi", "language": "en"}`, bot...); w.Code != 202 {
 		t.Fatal(w.Code)

@@ -10,54 +10,34 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/data-api/data-api/api"
-	"github.com/data-api/data-api/repository"
-	"github.com/data-api/data-api/service"
+	"github.com/data-api/data-api/app"
+	"github.com/data-api/data-api/config"
 )
 
 // benchIngestBody is a typical ingest request: a 76-byte text.
 var benchIngestBody = []byte(`{"text": "Hello, I ordered a blue jacket last week and it still has not arrived. Help?", "language": "en"}`)
 
-// newBenchHandler returns the real handler over the real service and a fresh
-// SQLite file, configured as config/data-api.yaml does with one API key,
-// and logging as production does (JSON, info level) to nowhere. newEnv is
-// not used: it takes a *testing.T and keeps every debug line in memory.
+// newBenchHandler returns the whole application over a fresh SQLite file,
+// built as cmd/data-api builds it from the default configuration with one
+// API key, and logging as production does (JSON, info level) to nowhere.
+// newEnv is not used: it keeps every debug line in memory.
 func newBenchHandler(b *testing.B) http.Handler {
 	b.Helper()
-	log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	db, err := repository.Open(b.Context(), repository.Options{
-		Driver: "sqlite", DSN: filepath.Join(b.TempDir(), "data.db"), Logger: log,
+	cfg := config.Default()
+	cfg.Database.DSN = filepath.Join(b.TempDir(), "data.db")
+	cfg.Dialogues.MaxPending = 1 << 22 // far above what one run ingests, so that no request is refused
+	cfg.Auth.Keys = []config.Key{key("bot", "ingest")}
+	a, err := app.New(b.Context(), cfg, app.Options{
+		Logger: slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { db.Close() })
-	metrics := api.NewMetrics()
-	svc := service.New(db, service.Options{
-		TTL:           30 * time.Minute,
-		SweepInterval: time.Minute,
-		// Far above what one run ingests, so that no request is refused.
-		MaxPending:        1 << 22,
-		MaxMessages:       1000,
-		Shards:            64,
-		MaxTextBytes:      8192,
-		CommitBatch:       128,
-		RetentionBatch:    1000,
-		RetentionInterval: time.Hour,
-		Logger:            log,
-		ObserveWrite:      metrics.ObserveWrite,
-	})
-	return api.NewHandler(svc, api.Options{
-		Logger:       log,
-		MaxBodyBytes: 64 << 10,
-		CursorSecret: []byte("bench cursor secret, 32 bytes ok"),
-		Keys:         []api.Key{key("bot", "ingest")},
-		Metrics:      metrics,
-	})
+	b.Cleanup(func() { a.Close() })
+	return a.Handler
 }
 
 // newBareGin returns a gin engine with the ingest route only, whose handler

@@ -1,9 +1,6 @@
 package api_test
 
 import (
-	"bytes"
-	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -11,31 +8,33 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/data-api/data-api/api"
+	"github.com/data-api/data-api/app"
+	"github.com/data-api/data-api/config"
+	"github.com/data-api/data-api/internal/fake"
 	"github.com/data-api/data-api/repository"
 	"github.com/data-api/data-api/service"
 )
 
-// testEnv is the real router over the real service and a real SQLite file,
-// with a fake clock and the log captured.
+// testEnv is the whole application, built from the default configuration
+// as cmd/data-api builds it, over a real SQLite file, with a fake clock and
+// the log captured.
 type testEnv struct {
 	t       *testing.T
 	handler *api.Handler
 	svc     *service.Dialogues
 	db      *repository.DB
 	dir     string
-	clock   *fakeClock
-	logs    *syncBuffer
+	clock   *fake.Clock
+	logs    *fake.Log
 	metrics *api.Metrics
 }
 
 type envOptions struct {
-	service service.Options
-	api     api.Options
+	// config, when set, changes the default configuration.
+	config func(*config.Config)
 	// wrap, when set, wraps the service before the handler sees it.
 	wrap func(api.Dialogues) api.Dialogues
 }
@@ -43,53 +42,32 @@ type envOptions struct {
 func newEnv(t *testing.T, o envOptions) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	db, err := repository.Open(context.Background(), repository.Options{
-		Driver: "sqlite", DSN: filepath.Join(dir, "data.db"), Logger: log,
+	cfg := config.Default()
+	cfg.Database.DSN = filepath.Join(dir, "data.db")
+	cfg.Log.Level = "debug"
+	if o.config != nil {
+		o.config(&cfg)
+	}
+	logs := &fake.Log{}
+	clk := fake.NewClock()
+	a, err := app.New(t.Context(), cfg, app.Options{
+		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Clock:  clk.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
-	clk := &fakeClock{now: time.Date(2026, 11, 26, 21, 36, 4, 123456789, time.UTC)}
-	so := o.service
-	so.Clock = clk.Now
-	so.Logger = log
-	defaults := service.Options{TTL: 30 * time.Minute, SweepInterval: time.Minute, MaxPending: 1000,
-		MaxMessages: 1000, Shards: 16, MaxTextBytes: 8192, CommitBatch: 64, RetentionBatch: 1000, RetentionInterval: time.Hour}
-	setDefault(&so.TTL, defaults.TTL)
-	setDefault(&so.SweepInterval, defaults.SweepInterval)
-	setDefault(&so.MaxPending, defaults.MaxPending)
-	setDefault(&so.MaxMessages, defaults.MaxMessages)
-	setDefault(&so.Shards, defaults.Shards)
-	setDefault(&so.MaxTextBytes, defaults.MaxTextBytes)
-	setDefault(&so.CommitBatch, defaults.CommitBatch)
-	setDefault(&so.RetentionBatch, defaults.RetentionBatch)
-	setDefault(&so.RetentionInterval, defaults.RetentionInterval)
-	metrics := api.NewMetrics()
-	so.ObserveWrite = metrics.ObserveWrite
-	svc := service.New(db, so)
-
-	ao := o.api
-	ao.Logger = log
-	ao.Metrics = metrics
-	setDefault(&ao.MaxBodyBytes, 64<<10)
-	if ao.CursorSecret == nil {
-		ao.CursorSecret = []byte("test cursor secret, 32 bytes ok")
-	}
-	var d api.Dialogues = svc
+	t.Cleanup(func() { a.Close() })
+	handler := a.Handler
 	if o.wrap != nil {
-		d = o.wrap(svc)
+		handler = a.HandlerFor(o.wrap(a.Service))
 	}
-	return &testEnv{t: t, handler: api.NewHandler(d, ao), svc: svc, db: db, dir: dir, clock: clk, logs: logs, metrics: metrics}
+	return &testEnv{t: t, handler: handler, svc: a.Service, db: a.DB, dir: dir, clock: clk, logs: logs, metrics: a.Metrics}
 }
 
-func setDefault[T comparable](p *T, v T) {
-	var zero T
-	if *p == zero {
-		*p = v
-	}
+// withKeys configures keys.
+func withKeys(keys ...config.Key) func(*config.Config) {
+	return func(c *config.Config) { c.Auth.Keys = keys }
 }
 
 // do sends a request through the real router. headers are name, value pairs.
@@ -168,44 +146,9 @@ func wantProblem(t *testing.T, w *httptest.ResponseRecorder, status int, mention
 	return p
 }
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // key makes an API key with roles; the secret is name + "-secret-0123456789".
-func key(name string, roles ...string) api.Key {
-	return api.Key{Name: name, SHA256: sha256.Sum256([]byte(secret(name))), Roles: roles}
+func key(name string, roles ...string) config.Key {
+	return config.Key{Name: name, Key: secret(name), Roles: roles}
 }
 
 func secret(name string) string { return name + "-secret-0123456789" }

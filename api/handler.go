@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"sync/atomic"
 
-	"github.com/data-api/data-api/model"
 	"github.com/gin-gonic/gin"
+
+	"github.com/data-api/data-api/model"
+	"github.com/data-api/data-api/service"
 )
 
 // Dialogues is what the handlers need from the service.
@@ -17,20 +19,17 @@ type Dialogues interface {
 	Ingest(ctx context.Context, m model.Message) (int, error)
 	Consent(ctx context.Context, dialogueID string, consent bool, keyName string) (model.Outcome, error)
 	Decision(ctx context.Context, dialogueID string) (model.Decision, error)
-	Messages(ctx context.Context, q model.Query) ([]model.StoredMessage, bool, error)
+	Messages(ctx context.Context, q model.Query) (model.Page, error)
 	Export(ctx context.Context, f model.Filter, fn func(model.StoredMessage) error) error
 	Erase(ctx context.Context, customerID, keyName string) (model.ErasureOutcome, error)
 	Ready(ctx context.Context) error
-	Stats() model.Stats
+	Stats() service.Stats
 }
 
 // Options configures the handler.
 type Options struct {
 	Logger       *slog.Logger
 	MaxBodyBytes int64
-	// CursorSecret signs pagination cursors; instances behind one load
-	// balancer need the same secret.
-	CursorSecret []byte
 	// Keys are the accepted API keys. With none, every endpoint is open.
 	Keys []Key
 	// MetricsOpen serves /metrics without a key even when keys exist.
@@ -45,7 +44,6 @@ type Handler struct {
 	o        Options
 	log      *slog.Logger
 	auth     *authenticator
-	cursors  cursorCodec
 	ids      *requestIDs
 	draining atomic.Bool
 }
@@ -59,14 +57,12 @@ func NewHandler(svc Dialogues, o Options) *Handler {
 		o.Metrics = NewMetrics()
 	}
 	h := &Handler{
-		svc:     svc,
-		o:       o,
-		log:     o.Logger,
-		auth:    newAuthenticator(o.Keys),
-		cursors: cursorCodec{secret: o.CursorSecret},
-		ids:     newRequestIDs(),
+		svc:  svc,
+		o:    o,
+		log:  o.Logger,
+		auth: newAuthenticator(o.Keys),
+		ids:  newRequestIDs(),
 	}
-	o.Metrics.watch(svc)
 	h.engine = h.routes()
 	return h
 }

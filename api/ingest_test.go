@@ -5,8 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/data-api/data-api/api"
-	"github.com/data-api/data-api/service"
+	"github.com/data-api/data-api/config"
 )
 
 func TestIngestAccepts(t *testing.T) {
@@ -53,7 +52,7 @@ func TestIngestAccepts(t *testing.T) {
 }
 
 func TestIngestRejects(t *testing.T) {
-	e := newEnv(t, envOptions{service: service.Options{MaxTextBytes: 16}, api: apiOptions(64)})
+	e := newEnv(t, envOptions{config: func(c *config.Config) { c.Limits.MaxTextBytes, c.Limits.MaxBodyBytes = 16, 64 }})
 	ok := `{"text": "hi", "language": "en"}`
 	for _, tc := range []struct {
 		name, path, body string
@@ -103,7 +102,7 @@ func TestIngestReportsEveryProblem(t *testing.T) {
 }
 
 func TestIngestConflictsAndCaps(t *testing.T) {
-	e := newEnv(t, envOptions{service: service.Options{MaxPending: 2, MaxMessages: 2}})
+	e := newEnv(t, envOptions{config: func(c *config.Config) { c.Dialogues.MaxPending, c.Dialogues.MaxMessages = 2, 2 }})
 	e.post("alice", "d1", "one", "en")
 	wantProblem(t, e.do("POST", "/data/bob/d1", `{"text": "x", "language": "en"}`), 409, "another customer")
 	e.post("alice", "d1", "two", "en")
@@ -124,10 +123,8 @@ func TestIngestConflictsAndCaps(t *testing.T) {
 	}
 }
 
-func apiOptions(maxBody int64) api.Options { return api.Options{MaxBodyBytes: maxBody} }
-
 func TestIngestByteCap(t *testing.T) {
-	e := newEnv(t, envOptions{service: service.Options{MaxBytes: 5}})
+	e := newEnv(t, envOptions{config: func(c *config.Config) { c.Dialogues.MaxBytes = 5 }})
 	e.post("c", "d1", "hello", "en")
 	w := e.do("POST", "/data/c/d1", `{"text": "x", "language": "en"}`)
 	wantProblem(t, w, 503, "5 bytes of pending text")

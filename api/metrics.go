@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/data-api/data-api/service"
 )
 
 // Metrics is the service's Prometheus registry. No label value ever comes from
@@ -49,8 +51,8 @@ func (m *Metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
-// watch exposes svc's gauges and totals, read at each scrape.
-func (m *Metrics) watch(svc Dialogues) {
+// Watch exposes the gauges and totals of svc, read at each scrape.
+func (m *Metrics) Watch(svc interface{ Stats() service.Stats }) {
 	m.reg.MustRegister(statsCollector{svc})
 }
 
@@ -80,7 +82,9 @@ var (
 	descDeleted          = prometheus.NewDesc("data_api_messages_deleted_total", "Stored messages deleted, by cause (withdrawal, erasure, retention).", []string{"cause"}, nil)
 )
 
-type statsCollector struct{ svc Dialogues }
+type statsCollector struct {
+	svc interface{ Stats() service.Stats }
+}
 
 func (statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPendingDialogues, descPendingMessages, descPendingBytes, descEvictions, descRejections, descConsents, descStored, descDeleted} {

@@ -12,8 +12,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	promodel "github.com/prometheus/common/model"
 
-	"github.com/data-api/data-api/api"
-	"github.com/data-api/data-api/service"
+	"github.com/data-api/data-api/config"
 )
 
 // scrape gets /metrics and parses the exposition.
@@ -73,7 +72,9 @@ func TestMetricsAfterAFlow(t *testing.T) {
 		canary = "canary-5e1d"
 	)
 	dlg := func(s string) string { return "dlg-metrics-" + s }
-	e := newEnv(t, envOptions{service: service.Options{MaxMessages: 3, MaxPending: 3, TTL: 30 * time.Minute}})
+	e := newEnv(t, envOptions{config: func(c *config.Config) {
+		c.Dialogues.MaxMessages, c.Dialogues.MaxPending, c.Dialogues.TTL = 3, 3, 30*time.Minute
+	}})
 	text := func(i int) string { return "secret text " + canary + " number " + string(rune('a'+i)) }
 	var n int
 	post := func(cust, d string, status int) {
@@ -183,7 +184,7 @@ func TestMetricsAfterAFlow(t *testing.T) {
 }
 
 func TestMetricsAuthentication(t *testing.T) {
-	keys := []api.Key{key("prometheus"), key("chatbot", "ingest"), key("analyst", "analyst")}
+	keys := []config.Key{key("chatbot", "ingest"), key("analyst", "analyst")}
 	auth := func(name string) []string { return []string{"Authorization", "Bearer " + secret(name)} }
 	for _, c := range []struct {
 		name    string
@@ -193,14 +194,13 @@ func TestMetricsAuthentication(t *testing.T) {
 	}{
 		{"no key", false, nil, http.StatusUnauthorized},
 		{"unknown key", false, []string{"Authorization", "Bearer not-a-key"}, http.StatusUnauthorized},
-		{"key without roles", false, auth("prometheus"), http.StatusOK},
 		{"ingest key", false, auth("chatbot"), http.StatusOK},
 		{"analyst key", false, auth("analyst"), http.StatusOK},
 		{"no key, metrics open", true, nil, http.StatusOK},
 		{"key, metrics open", true, auth("analyst"), http.StatusOK},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			e := newEnv(t, envOptions{api: api.Options{Keys: keys, MetricsOpen: c.open}})
+			e := newEnv(t, envOptions{config: func(cfg *config.Config) { cfg.Auth.Keys, cfg.Auth.MetricsOpen = keys, c.open }})
 			w := e.do("GET", "/metrics", "", c.headers...)
 			if w.Code != c.want {
 				t.Fatalf("GET /metrics: got status %d, want %d; body %s", w.Code, c.want, w.Body)
@@ -218,7 +218,7 @@ func TestMetricsAuthentication(t *testing.T) {
 		})
 	}
 	t.Run("other endpoints stay closed when metrics are open", func(t *testing.T) {
-		e := newEnv(t, envOptions{api: api.Options{Keys: keys, MetricsOpen: true}})
+		e := newEnv(t, envOptions{config: func(cfg *config.Config) { cfg.Auth.Keys, cfg.Auth.MetricsOpen = keys, true }})
 		wantProblem(t, e.do("GET", "/data", ""), http.StatusUnauthorized)
 	})
 }

@@ -20,8 +20,8 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/data-api/data-api/api"
+	"github.com/data-api/data-api/config"
 	"github.com/data-api/data-api/model"
-	"github.com/data-api/data-api/service"
 )
 
 // loadOpenAPI parses and validates api/openapi.json.
@@ -198,10 +198,10 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 	}
 
 	e := newEnv(t, envOptions{
-		service: service.Options{MaxMessages: 3, MaxPending: 3},
-		api: api.Options{
-			MaxBodyBytes: 1024,
-			Keys:         []api.Key{key("all", "ingest", "analyst", "admin"), key("chatbot", "ingest")},
+		config: func(c *config.Config) {
+			c.Dialogues.MaxMessages, c.Dialogues.MaxPending = 3, 3
+			c.Limits.MaxTextBytes, c.Limits.MaxBodyBytes = 512, 1024
+			c.Auth.Keys = []config.Key{key("all", "ingest", "analyst", "admin"), key("chatbot", "ingest")}
 		},
 		wrap: func(d api.Dialogues) api.Dialogues { return panicOnDialogue{d, "dlg-panic"} },
 	})

@@ -58,7 +58,7 @@ func TestProbes(t *testing.T) {
 		{"healthz draining", func(e *testEnv) { e.handler.Drain() }, "/healthz", http.StatusOK, "ok"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			e := newEnv(t, envOptions{api: api.Options{Keys: []api.Key{key("k", "admin")}}})
+			e := newEnv(t, envOptions{config: withKeys(key("k", "admin"))})
 			if c.before != nil {
 				c.before(e)
 			}
@@ -269,7 +269,7 @@ func TestPanicIsCounted(t *testing.T) {
 }
 
 func TestUnknownRoutesAndMethods(t *testing.T) {
-	e := newEnv(t, envOptions{api: api.Options{Keys: []api.Key{key("k", "admin")}}})
+	e := newEnv(t, envOptions{config: withKeys(key("k", "admin"))})
 	for _, c := range []struct {
 		method, target string
 		status         int

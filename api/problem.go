@@ -8,8 +8,9 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/data-api/data-api/model"
 	"github.com/gin-gonic/gin"
+
+	"github.com/data-api/data-api/model"
 )
 
 // Errors the HTTP layer itself raises, beside the model vocabulary.
@@ -120,10 +121,6 @@ func classify(err error) (kind, string) {
 		if errors.As(err, &me) {
 			return k.kind, me.Detail
 		}
-		var de detailError
-		if errors.As(err, &de) {
-			return k.kind, de.detail
-		}
 		return k.kind, defaultDetail(k.kind)
 	}
 	return internal, defaultDetail(internal)
@@ -138,14 +135,3 @@ func defaultDetail(k kind) string {
 	}
 	return k.title
 }
-
-// detailError gives an HTTP-layer error a detail for the caller.
-type detailError struct {
-	kind   error
-	detail string
-}
-
-func (e detailError) Error() string { return e.kind.Error() + ": " + e.detail }
-func (e detailError) Unwrap() error { return e.kind }
-
-func fail(kind error, detail string) error { return detailError{kind, detail} }

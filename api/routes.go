@@ -2,6 +2,8 @@ package api
 
 import (
 	"github.com/gin-gonic/gin"
+
+	"github.com/data-api/data-api/model"
 )
 
 // routes builds the engine with the whole route table.
@@ -38,9 +40,9 @@ func (h *Handler) routes() *gin.Engine {
 }
 
 func noRoute(c *gin.Context) error {
-	return fail(errNoRoute, "no endpoint matches this path; see /openapi.json")
+	return model.Errorf(errNoRoute, "no endpoint matches this path; see /openapi.json")
 }
 
 func noMethod(c *gin.Context) error {
-	return fail(errMethodNotAllowed, "this path does not accept "+c.Request.Method+"; see /openapi.json")
+	return model.Errorf(errMethodNotAllowed, "this path does not accept "+c.Request.Method+"; see /openapi.json")
 }

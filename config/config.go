@@ -5,7 +5,9 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -115,6 +117,17 @@ type Key struct {
 	Roles  []string `mapstructure:"roles"`  // ingest, analyst, admin
 }
 
+// Digest returns the SHA-256 of the key's secret, whichever way it was
+// given, of a key that Validate accepts.
+func (k Key) Digest() [sha256.Size]byte {
+	if k.Key != "" {
+		return sha256.Sum256([]byte(k.Key))
+	}
+	var d [sha256.Size]byte
+	hex.Decode(d[:], []byte(k.SHA256)) // Validate checked 64 hex digits
+	return d
+}
+
 // Cursor configures pagination cursors.
 type Cursor struct {
 	Secret string `mapstructure:"secret"` // HMAC key; empty means a random key per process
@@ -128,6 +141,32 @@ type Cursor struct {
 // unset, as in Viper. The result is validated: every unknown or invalid key
 // is reported at once in an *Error.
 func Load(path string, environ []string) (Config, error) {
+	if path == "" {
+		if _, err := os.Stat(DefaultPath); !errors.Is(err, fs.ErrNotExist) {
+			path = DefaultPath
+		}
+	}
+	var file []byte
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+		file = data
+	}
+	c, err := load(file, environ)
+	if err != nil && path != "" {
+		var e *Error
+		if !errors.As(err, &e) {
+			err = fmt.Errorf("config: %s: %w", path, err)
+		}
+	}
+	return c, err
+}
+
+// load reads the embedded defaults, then the YAML in file when not nil,
+// then environ.
+func load(file []byte, environ []string) (Config, error) {
 	defaults := viper.New()
 	defaults.SetConfigType("yaml")
 	if err := defaults.ReadConfig(bytes.NewReader(defaultYAML)); err != nil {
@@ -139,18 +178,9 @@ func Load(path string, environ []string) (Config, error) {
 		v.SetDefault(key, defaults.Get(key))
 	}
 
-	if path == "" {
-		if _, err := os.Stat(DefaultPath); !errors.Is(err, fs.ErrNotExist) {
-			path = DefaultPath
-		}
-	}
-	if path != "" {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return Config{}, fmt.Errorf("config: %w", err)
-		}
-		if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
-			return Config{}, fmt.Errorf("config: %s: %w", path, err)
+	if file != nil {
+		if err := v.ReadConfig(bytes.NewReader(file)); err != nil {
+			return Config{}, err
 		}
 	}
 
@@ -176,6 +206,16 @@ func Load(path string, environ []string) (Config, error) {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// Default returns the embedded defaults, as Load does given no file and no
+// environment variable, whatever the working directory holds.
+func Default() Config {
+	c, err := load(nil, nil)
+	if err != nil {
+		panic("config: the embedded defaults are invalid: " + err.Error())
+	}
+	return c
 }
 
 // applyEnv sets in v the value of every variable in environ that names a key

@@ -549,3 +549,27 @@ func TestRedactDSN(t *testing.T) {
 		}
 	}
 }
+
+func TestDefaultIsLoadWithNothingGiven(t *testing.T) {
+	inEmptyDir(t)
+	loaded, err := Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Default(); !reflect.DeepEqual(got, loaded) {
+		t.Fatalf("Default() = %+v, want %+v", got, loaded)
+	}
+}
+
+func TestKeyDigest(t *testing.T) {
+	want := sha256.Sum256([]byte("test"))
+	for _, k := range []Key{
+		{Key: "test"},
+		{SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"},
+		{SHA256: "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"},
+	} {
+		if got := k.Digest(); got != want {
+			t.Errorf("%+v.Digest() = %x, want %x", k, got, want)
+		}
+	}
+}

@@ -78,12 +78,19 @@ const (
 	MaxLimit     = 1000
 )
 
-// Query asks for one page of consented messages strictly older than After
-// (from the newest when After is nil).
+// Query asks for one page of consented messages, from the position Cursor
+// names (from the newest when empty).
 type Query struct {
 	Filter
-	After *Position
-	Limit int
+	Cursor string // nextCursor of the previous page, for the same Filter
+	Limit  int
+}
+
+// Page is one page of consented messages, newest first; Next is the cursor
+// of the next page, empty on the last one.
+type Page struct {
+	Messages []StoredMessage
+	Next     string
 }
 
 // ValidateID reports whether s is a valid customer or dialogue identifier:
@@ -181,35 +188,4 @@ type Outcome struct {
 type ErasureOutcome struct {
 	Dropped int // pending messages dropped from memory
 	Deleted int // stored messages deleted
-}
-
-// Stats is a snapshot of the service's gauges and running totals, for
-// metrics.
-type Stats struct {
-	PendingDialogues, PendingMessages, PendingBytes int64
-
-	EvictedTTL, EvictedErasure  int64 // pending dialogues dropped, by cause
-	RejectedFull, RejectedLimit int64 // messages refused by max_pending, max_messages
-	RejectedBytes               int64 // messages refused by max_pending_bytes
-
-	ConsentsTrue, ConsentsFalse int64
-
-	StoredMessages, WithdrawnMessages, ErasedMessages, RetentionDeletedMessages int64
-}
-
-// Handover is a pending dialogue taken out for a decision: its messages stay
-// where they were, marked busy, until the decision is written and the store
-// is told to let them go or to keep them pending.
-type Handover struct {
-	DialogueID string
-	CustomerID string
-	Messages   []Message
-	Token      string // identifies this take to the store that made it
-}
-
-// PendingCounts is what a pending store holds and has expired.
-type PendingCounts struct {
-	Dialogues, Messages int64
-	Bytes               int64 // of message text
-	Expired             int64 // dialogues dropped at their TTL, ever
 }

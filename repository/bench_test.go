@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/data-api/data-api/internal/testserver"
 	"github.com/data-api/data-api/model"
 )
 
@@ -17,7 +18,7 @@ func BenchmarkSaveConsents(b *testing.B) {
 
 // BenchmarkPostgresSaveConsents is BenchmarkSaveConsents on PostgreSQL.
 func BenchmarkPostgresSaveConsents(b *testing.B) {
-	postgresDSN(b)
+	testserver.Postgres(b)
 	benchSaveConsents(b, func(b *testing.B) *DB { return openPostgres(b) })
 }
 

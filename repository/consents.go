@@ -2,7 +2,6 @@ package repository
 
 import (
 	"context"
-	"time"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -128,18 +127,4 @@ func toConsentRow(d model.Decision) consentRow {
 		Messages:   d.Messages,
 		KeyName:    d.KeyName,
 	}
-}
-
-// nullable returns nil for the empty string, which the database holds as
-// NULL, and a pointer to s otherwise.
-func nullable(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
-// fromNanos returns the UTC time of Unix nanoseconds ns.
-func fromNanos(ns int64) time.Time {
-	return time.Unix(0, ns).UTC()
 }

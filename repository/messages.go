@@ -10,17 +10,13 @@ import (
 	"github.com/data-api/data-api/model"
 )
 
-// Messages returns one page of consented messages, newest first: those
-// strictly older than q.After, in (created_at, id) order. Like Export, it
-// leaves their Key empty: nothing reads it back, and reading it would cost
-// a sixth of SQLite's export rate.
-func (db *DB) Messages(ctx context.Context, q model.Query) ([]model.StoredMessage, error) {
-	if q.Limit < 1 {
-		return nil, model.Errorf(model.ErrInvalid, "the page size must be at least 1")
-	}
-	// The contract caps a page at 1000; the min guards the allocation.
-	page := make([]model.StoredMessage, 0, min(q.Limit, 1000))
-	sql, args := selectMessages(q.Filter, q.After, q.Limit)
+// Messages returns at most limit (at least 1) consented messages matching f,
+// newest first: those strictly older than after, in (created_at, id) order.
+// Like Export, it leaves their Key empty: nothing reads it back, and reading
+// it would cost a sixth of SQLite's export rate.
+func (db *DB) Messages(ctx context.Context, f model.Filter, after *model.Position, limit int) ([]model.StoredMessage, error) {
+	page := make([]model.StoredMessage, 0, limit)
+	sql, args := selectMessages(f, after, limit)
 	err := db.scan(ctx, sql, args, func(m model.StoredMessage) error {
 		page = append(page, m)
 		return nil

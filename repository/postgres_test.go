@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -15,31 +14,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/data-api/data-api/internal/testserver"
 	"github.com/data-api/data-api/model"
 )
 
-// The PostgreSQL tests run on the server that DATA_API_TEST_POSTGRES_DSN
-// names, each in a schema of its own that is dropped when the test ends.
-// Without the variable they are skipped, or fail when
-// DATA_API_REQUIRE_SERVERS=1 (as in CI).
-const (
-	postgresDSNEnv     = "DATA_API_TEST_POSTGRES_DSN"
-	requireServersEnv  = "DATA_API_REQUIRE_SERVERS"
-	postgresSkipNotice = postgresDSNEnv + " not set: PostgreSQL suite NOT run"
-)
-
-// postgresDSN returns the test server's DSN, or skips t loudly without one.
-func postgresDSN(t testing.TB) string {
-	t.Helper()
-	dsn := os.Getenv(postgresDSNEnv)
-	if dsn == "" {
-		if os.Getenv(requireServersEnv) == "1" {
-			t.Fatalf("%s, and %s=1 requires it", postgresSkipNotice, requireServersEnv)
-		}
-		t.Skip(postgresSkipNotice)
-	}
-	return dsn
-}
+// The PostgreSQL tests run on the server that testserver.Postgres names,
+// each in a schema of its own that is dropped when the test ends.
 
 // withParam returns dsn, a URL or key=value string, with parameter k set to v.
 func withParam(t testing.TB, dsn, k, v string) string {
@@ -49,7 +29,7 @@ func withParam(t testing.TB, dsn, k, v string) string {
 	}
 	u, err := url.Parse(dsn)
 	if err != nil {
-		t.Fatalf("%s: %v", postgresDSNEnv, err)
+		t.Fatalf("%s: %v", testserver.PostgresEnv, err)
 	}
 	q := u.Query()
 	q.Set(k, v)
@@ -61,7 +41,7 @@ func withParam(t testing.TB, dsn, k, v string) string {
 // DSN whose connections use it. The schema is dropped when t ends.
 func postgresSchema(t testing.TB) (name, dsn string) {
 	t.Helper()
-	base := postgresDSN(t)
+	base := testserver.Postgres(t)
 	name = "test_" + strings.ToLower(rand.Text()[:16])
 	admin(t, base, "CREATE SCHEMA "+name)
 	t.Cleanup(func() { admin(t, base, "DROP SCHEMA "+name+" CASCADE") })
@@ -74,7 +54,7 @@ func admin(t testing.TB, dsn string, statements ...string) {
 	ctx := context.Background() // also used in cleanups, after t.Context ends
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
-		t.Fatalf("connect to %s: %v", postgresDSNEnv, err)
+		t.Fatalf("connect to %s: %v", testserver.PostgresEnv, err)
 	}
 	defer conn.Close(ctx)
 	for _, s := range statements {
@@ -97,7 +77,7 @@ func openPostgres(t testing.TB) *DB {
 }
 
 func TestPostgres(t *testing.T) {
-	postgresDSN(t)
+	testserver.Postgres(t)
 	runSuite(t, func(t *testing.T) *DB { return openPostgres(t) })
 }
 
@@ -238,7 +218,7 @@ func TestPostgresErasureVacuums(t *testing.T) {
 		t.Skip("the test server's user is not a superuser: cannot create a role to test a skipped VACUUM")
 	}
 	role := schema + "_user"
-	base := postgresDSN(t)
+	base := testserver.Postgres(t)
 	admin(t, base, "CREATE ROLE "+role+" LOGIN",
 		"GRANT USAGE ON SCHEMA "+schema+" TO "+role,
 		"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "+schema+" TO "+role,
@@ -320,7 +300,7 @@ func TestPostgresQueryHonoursContext(t *testing.T) {
 	}
 	for name, read := range map[string]func(context.Context) error{
 		"Messages": func(ctx context.Context) error {
-			_, err := db.Messages(ctx, model.Query{Limit: 1})
+			_, err := db.Messages(ctx, model.Filter{}, nil, 1)
 			return err
 		},
 		"Export": func(ctx context.Context) error {

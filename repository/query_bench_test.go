@@ -248,7 +248,7 @@ func BenchmarkQuery(b *testing.B) {
 				want := min(limit, matching-(page.n-1)*benchPageSize)
 				b.ReportAllocs()
 				for b.Loop() {
-					msgs, err := db.Messages(ctx, model.Query{Filter: bf.f, After: page.after, Limit: limit})
+					msgs, err := db.Messages(ctx, bf.f, page.after, limit)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -276,7 +276,7 @@ func BenchmarkQuery(b *testing.B) {
 				return page
 			}
 			// Both ways reach the same rows.
-			keyset, err := db.Messages(ctx, model.Query{After: &pos, Limit: limit})
+			keyset, err := db.Messages(ctx, model.Filter{}, &pos, limit)
 			if err != nil {
 				b.Fatal(err)
 			}

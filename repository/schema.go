@@ -2,6 +2,7 @@ package repository
 
 import (
 	"context"
+	"time"
 
 	"gorm.io/gorm"
 )
@@ -79,4 +80,19 @@ func migrate(ctx context.Context, writer *gorm.DB, lock string) error {
 		}
 		return tx.AutoMigrate(rows...)
 	})
+}
+
+// nullable returns nil for the empty string, which the database holds as
+// NULL, and a pointer to s otherwise.
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// fromNanos returns the UTC time of Unix nanoseconds ns, as the tables hold
+// times.
+func fromNanos(ns int64) time.Time {
+	return time.Unix(0, ns).UTC()
 }

@@ -180,7 +180,7 @@ func TestSQLiteLogsNoText(t *testing.T) {
 	defer db.Close()
 	const secret, customer, dialogue = "secret-text-4f1d", "cust-9b2e", "dlg-61c0"
 	save(t, db, consent(msg(customer, dialogue, "en", secret, 1)))
-	if _, err := db.Messages(t.Context(), model.Query{Filter: model.Filter{Language: secret}, Limit: 1}); err != nil {
+	if _, err := db.Messages(t.Context(), model.Filter{Language: secret}, nil, 1); err != nil {
 		t.Fatalf("Messages: %v", err)
 	}
 	if _, err := db.Withdraw(context.Background(), model.Decision{DialogueID: dialogue, DecidedAt: t0}); err != nil {
@@ -228,7 +228,7 @@ func TestSQLiteReaderWaitHonoursContext(t *testing.T) {
 	<-exporting
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := db.Messages(ctx, model.Query{Limit: 1}); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, model.ErrUnavailable) {
+	if _, err := db.Messages(ctx, model.Filter{}, nil, 1); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, model.ErrUnavailable) {
 		t.Errorf("Messages while the only reader is busy: got %v, want context.DeadlineExceeded", err)
 	}
 	close(release)

@@ -1,9 +1,10 @@
-package service
+package service_test
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -13,8 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	promodel "github.com/prometheus/common/model"
+
+	"github.com/data-api/data-api/app"
+	"github.com/data-api/data-api/config"
 	"github.com/data-api/data-api/model"
 	"github.com/data-api/data-api/repository"
+	"github.com/data-api/data-api/service"
 )
 
 // benchText is a typical message: 76 bytes.
@@ -24,31 +31,29 @@ const benchText = "Hello, I ordered a blue jacket last week and it still has not
 // its decision.
 const benchPerDialogue = 20
 
-// benchMaxMessages is max_messages of config/data-api.yaml.
-const benchMaxMessages = 1000
-
-// benchDialogues returns Dialogues over repo with the defaults of
-// config/data-api.yaml and the real clock; change, when set, adjusts them.
-func benchDialogues(repo Repository, change func(*Options)) *Dialogues {
-	o := Options{
-		TTL:           30 * time.Minute,
-		SweepInterval: time.Minute,
-		MaxPending:    100_000,
-		MaxMessages:   benchMaxMessages,
-		Shards:        64,
-		MaxTextBytes:  8192,
-		CommitBatch:   128,
-	}
+// benchDialogues returns the service built from the default configuration,
+// as cmd/data-api builds it, over a fresh SQLite file and the real clock;
+// change, when set, adjusts the configuration. An ingestion meets the
+// database only when it starts a dialogue, to look up its owner.
+func benchDialogues(b *testing.B, change func(*config.Config)) *service.Dialogues {
+	b.Helper()
+	cfg := config.Default()
+	cfg.Database.DSN = filepath.Join(b.TempDir(), "data.db")
 	if change != nil {
-		change(&o)
+		change(&cfg)
 	}
-	return New(repo, o)
+	a, err := app.New(b.Context(), cfg, app.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { a.Close() })
+	return a.Service
 }
 
 // startOver drops every pending dialogue of customer through an erasure,
-// which over fakeRepo writes nothing, so that an ingest benchmark can reuse
-// its dialogues without growing the store. It walks the whole store once.
-func startOver(b *testing.B, d *Dialogues, customer string) {
+// which deletes nothing stored, so that an ingest benchmark can reuse its
+// dialogues without growing the store. It walks the whole store once.
+func startOver(b *testing.B, d *service.Dialogues, customer string) {
 	if _, err := d.Erase(context.Background(), customer, ""); err != nil {
 		b.Error(err)
 	}
@@ -72,21 +77,22 @@ func reportRate(b *testing.B, perOp float64, unit string) {
 }
 
 // BenchmarkIngest measures Dialogues.Ingest into the pending store, in
-// messages per second, over a repository that answers at once.
+// messages per second.
 func BenchmarkIngest(b *testing.B) {
 	ctx := context.Background()
 
 	// One dialogue filled to max_messages, then started over.
 	b.Run("single-dialogue", func(b *testing.B) {
-		d := benchDialogues(&fakeRepo{}, nil)
+		d := benchDialogues(b, nil)
 		m := model.Message{CustomerID: "customer-0001", DialogueID: "dialogue-1", Language: "en", Text: benchText}
+		maxMessages := config.Default().Dialogues.MaxMessages
 		b.ReportAllocs()
 		for b.Loop() {
 			n, err := d.Ingest(ctx, m)
 			if err != nil {
 				b.Fatal(err)
 			}
-			if n == benchMaxMessages {
+			if n == maxMessages {
 				startOver(b, d, m.CustomerID)
 			}
 		}
@@ -98,7 +104,7 @@ func BenchmarkIngest(b *testing.B) {
 	b.Run("many-dialogues", func(b *testing.B) {
 		const dialogues = 10_000
 		const customer = "customer-0001"
-		d := benchDialogues(&fakeRepo{}, nil)
+		d := benchDialogues(b, nil)
 		ids := make([]string, dialogues)
 		for k := range ids {
 			ids[k] = "dialogue-" + strconv.Itoa(k)
@@ -122,7 +128,7 @@ func BenchmarkIngest(b *testing.B) {
 	// many-dialogues.
 	b.Run("parallel", func(b *testing.B) {
 		const dialogues = 1000
-		d := benchDialogues(&fakeRepo{}, nil)
+		d := benchDialogues(b, nil)
 		var goroutines atomic.Int64
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
@@ -185,7 +191,7 @@ func BenchmarkPendingHeap(b *testing.B) {
 		const msgs = dialogues * benchPerDialogue
 		var perMsg float64
 		for b.Loop() {
-			d := benchDialogues(&fakeRepo{}, func(o *Options) { o.MaxPending = dialogues })
+			d := benchDialogues(b, func(c *config.Config) { c.Dialogues.MaxPending = dialogues })
 			before := heapInUse()
 			for k := range dialogues {
 				id := "dialogue-" + strconv.Itoa(k)
@@ -214,7 +220,7 @@ func BenchmarkPendingHeap(b *testing.B) {
 		const maxPending, attempts = 10_000, 100_000
 		var full, flooded int64
 		for b.Loop() {
-			d := benchDialogues(&fakeRepo{}, func(o *Options) { o.MaxPending = maxPending })
+			d := benchDialogues(b, func(c *config.Config) { c.Dialogues.MaxPending = maxPending })
 			before := heapInUse()
 			accepted, rejected := 0, 0
 			for k := range attempts {
@@ -274,15 +280,14 @@ func BenchmarkConsent(b *testing.B) {
 
 	for _, conc := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("concurrent=%d", conc), func(b *testing.B) {
-			var commits, commitNanos atomic.Int64
-			d := benchDialogues(openBenchRepository(b), func(o *Options) {
-				o.ObserveWrite = func(op string, took time.Duration) {
-					if op == "consent" {
-						commits.Add(1)
-						commitNanos.Add(int64(took))
-					}
-				}
-			})
+			cfg := config.Default()
+			cfg.Database.DSN = filepath.Join(b.TempDir(), "data.db")
+			a, err := app.New(b.Context(), cfg, app.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { a.Close() })
+			d := a.Service
 			ids := make([]string, consents)
 			iter := 0
 			b.ReportAllocs()
@@ -316,12 +321,13 @@ func BenchmarkConsent(b *testing.B) {
 			}
 			reportRate(b, rows, "rows/s")
 			reportRate(b, consents, "consents/s")
-			b.ReportMetric(float64(commits.Load())/float64(b.N), "tx/op")
-			b.ReportMetric(float64(b.N*consents)/float64(commits.Load()), "consents/tx")
-			b.ReportMetric(float64(commitNanos.Load())/float64(commits.Load())/1e6, "ms/tx")
+			commits, seconds := consentWrites(b, a)
+			b.ReportMetric(commits/float64(b.N), "tx/op")
+			b.ReportMetric(float64(b.N*consents)/commits, "consents/tx")
+			b.ReportMetric(seconds/commits*1e3, "ms/tx")
 			// How much of the time a transaction was being written: near
 			// 100% means the single writer is the bottleneck.
-			b.ReportMetric(100*float64(commitNanos.Load())/float64(b.Elapsed()), "writer-busy-%")
+			b.ReportMetric(100*seconds/b.Elapsed().Seconds(), "writer-busy-%")
 		})
 	}
 
@@ -368,28 +374,24 @@ func BenchmarkConsent(b *testing.B) {
 	}
 }
 
-// BenchmarkEraseSweep measures what an erasure costs the in-memory store when
-// it is full: the walk over every shard that finds the customer's pending
-// dialogues. Each shard is locked only for its own part of the walk, which is
-// the longest an ingestion can wait behind an erasure.
-func BenchmarkEraseSweep(b *testing.B) {
-	const dialogues = 100_000
-	d := benchDialogues(&fakeRepo{}, func(o *Options) { o.MaxPending = dialogues + 1 })
-	ctx := context.Background()
-	for i := range dialogues {
-		m := model.Message{CustomerID: "c" + strconv.Itoa(i%1000), DialogueID: "d" + strconv.Itoa(i), Language: "en", Text: benchText}
-		if _, err := d.Ingest(ctx, m); err != nil {
-			b.Fatal(err)
+// consentWrites returns how many consent transactions a wrote and the
+// seconds they took, from its /metrics.
+func consentWrites(b *testing.B, a *app.App) (count, seconds float64) {
+	b.Helper()
+	w := httptest.NewRecorder()
+	a.Handler.ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	p := expfmt.NewTextParser(promodel.UTF8Validation)
+	families, err := p.TextToMetricFamilies(w.Body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, m := range families["data_api_db_write_duration_seconds"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "op" && l.GetValue() == "consent" {
+				return float64(m.GetHistogram().GetSampleCount()), m.GetHistogram().GetSampleSum()
+			}
 		}
 	}
-	s := d.pending.(*store)
-	b.ResetTimer()
-	for b.Loop() {
-		if _, _, err := s.DropCustomer(ctx, "nobody"); err != nil {
-			b.Fatal(err)
-		}
-	}
-	perShard := float64(b.Elapsed().Nanoseconds()) / float64(b.N) / float64(len(s.shards))
-	b.ReportMetric(perShard/1e3, "µs-per-shard-lock")
-	b.ReportMetric(float64(dialogues), "pending-dialogues")
+	b.Fatal("no consent writes in /metrics")
+	return 0, 0
 }

@@ -20,8 +20,9 @@ const commitTimeout = 30 * time.Second
 // done, it hands leadership to the oldest waiter, whose batch holds every
 // consent that arrived meanwhile. A lone consent is written at once.
 type committer struct {
-	max  int
-	save func(context.Context, []model.Consent) error
+	max     int
+	repo    Repository
+	observe func(op string, d time.Duration) // told how long each write took
 
 	mu     sync.Mutex
 	queue  []*commitReq
@@ -92,4 +93,11 @@ func (cm *committer) write(ctx context.Context, batch []*commitReq) {
 	for _, b := range batch {
 		b.err = cm.save(ctx, []model.Consent{b.c})
 	}
+}
+
+func (cm *committer) save(ctx context.Context, cs []model.Consent) error {
+	start := time.Now()
+	err := cm.repo.SaveConsents(ctx, cs)
+	cm.observe("consent", time.Since(start))
+	return err
 }

@@ -81,7 +81,7 @@ func (r *fakeRepo) DialogueOwner(_ context.Context, id string) (string, bool, er
 	return "", false, nil
 }
 
-func (r *fakeRepo) Messages(context.Context, model.Query) ([]model.StoredMessage, error) {
+func (r *fakeRepo) Messages(context.Context, model.Filter, *model.Position, int) ([]model.StoredMessage, error) {
 	return nil, errors.New("not used")
 }
 
@@ -116,30 +116,6 @@ func (r *fakeRepo) stored(dialogueID string) []string {
 		}
 	}
 	return out
-}
-
-// FakeClock is a clock for tests, safe for concurrent use. It is exported
-// for this package's external tests too.
-type FakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-// NewFakeClock returns a FakeClock at a fixed time.
-func NewFakeClock() *FakeClock {
-	return &FakeClock{now: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *FakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *FakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
 }
 
 // queued returns how many consents wait for the committer.

@@ -2,13 +2,14 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/data-api/data-api/model"
 )
 
-// checkFilter validates f and returns it with its language canonicalized, so
-// that a query for "EN" finds what was ingested as "en".
+// checkFilter validates f and returns it in canonical form, so that a query
+// for "EN" finds what was ingested as "en".
 func checkFilter(f model.Filter, v *model.ValidationError) model.Filter {
 	if f.Language != "" {
 		lang, err := model.CanonicalLanguage(f.Language)
@@ -25,26 +26,41 @@ func checkFilter(f model.Filter, v *model.ValidationError) model.Filter {
 	return f
 }
 
-// Messages returns one page of consented messages, newest first, and whether
-// more follow it.
-func (d *Dialogues) Messages(ctx context.Context, q model.Query) ([]model.StoredMessage, bool, error) {
+// Messages returns one page of consented messages, newest first, from the
+// position q.Cursor names (the newest when empty), with the cursor of the
+// next page when one follows. A cursor is valid only with the filter it was
+// issued for.
+func (d *Dialogues) Messages(ctx context.Context, q model.Query) (model.Page, error) {
 	var v model.ValidationError
-	q.Filter = checkFilter(q.Filter, &v)
+	f := checkFilter(q.Filter, &v)
 	if q.Limit < 1 || q.Limit > model.MaxLimit {
-		v.Add("limit", "must be between 1 and 1000")
+		v.Add("limit", fmt.Sprintf("must be between 1 and %d", model.MaxLimit))
 	}
 	if err := v.Err(); err != nil {
-		return nil, false, err
+		return model.Page{}, err
 	}
-	q.Limit++ // one more tells whether a next page exists
-	msgs, err := d.repo.Messages(ctx, q)
+	var after *model.Position
+	if q.Cursor != "" {
+		pos, err := d.cursors.decode(q.Cursor, f)
+		if err != nil {
+			return model.Page{}, err
+		}
+		after = &pos
+	}
+	// One more row tells whether a next page exists.
+	msgs, err := d.repo.Messages(ctx, f, after, q.Limit+1)
 	if err != nil {
-		return nil, false, err
+		return model.Page{}, err
 	}
-	if len(msgs) == q.Limit {
-		return msgs[:len(msgs)-1], true, nil
+	if len(msgs) <= q.Limit {
+		return model.Page{Messages: msgs}, nil
 	}
-	return msgs, false, nil
+	msgs = msgs[:q.Limit]
+	last := msgs[len(msgs)-1]
+	return model.Page{
+		Messages: msgs,
+		Next:     d.cursors.encode(f, model.Position{CreatedAt: last.CreatedAt, ID: last.ID}),
+	}, nil
 }
 
 // Export calls fn for every consented message matching f, newest first,
@@ -67,11 +83,25 @@ func (d *Dialogues) Ready(ctx context.Context) error {
 	return err
 }
 
+// Stats is a snapshot of the service's gauges and running totals, for
+// metrics.
+type Stats struct {
+	PendingDialogues, PendingMessages, PendingBytes int64
+
+	EvictedTTL, EvictedErasure  int64 // pending dialogues dropped, by cause
+	RejectedFull, RejectedLimit int64 // messages refused by max_pending, max_messages
+	RejectedBytes               int64 // messages refused by max_pending_bytes
+
+	ConsentsTrue, ConsentsFalse int64
+
+	StoredMessages, WithdrawnMessages, ErasedMessages, RetentionDeletedMessages int64
+}
+
 // statsTimeout bounds the read of a shared pending store's counts.
 const statsTimeout = time.Second
 
 // Stats returns the current gauges and totals.
-func (d *Dialogues) Stats() model.Stats {
+func (d *Dialogues) Stats() Stats {
 	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
 	defer cancel()
 	pc, err := d.pending.Counts(ctx)
@@ -79,7 +109,7 @@ func (d *Dialogues) Stats() model.Stats {
 		d.o.Logger.Warn("reading pending counts failed", "err", err)
 	}
 	s := &d.stats
-	return model.Stats{
+	return Stats{
 		PendingDialogues:         pc.Dialogues,
 		PendingMessages:          pc.Messages,
 		PendingBytes:             pc.Bytes,

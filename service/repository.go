@@ -24,11 +24,13 @@ type Repository interface {
 	// DialogueOwner returns the customer a decided dialogue belongs to; ok is
 	// false when no decision names a customer for it.
 	DialogueOwner(ctx context.Context, dialogueID string) (customerID string, ok bool, err error)
-	// Messages returns one page of consented messages, newest first.
-	Messages(ctx context.Context, q model.Query) ([]model.StoredMessage, error)
+	// Messages returns at most limit (at least 1) consented messages
+	// matching f, newest first, from the one after position after (from
+	// the newest when nil). f is valid and in canonical form.
+	Messages(ctx context.Context, f model.Filter, after *model.Position, limit int) ([]model.StoredMessage, error)
 	// Export calls fn for every consented message matching f, newest first,
 	// reading from a database cursor. It stops at fn's first error or when
-	// ctx ends.
+	// ctx ends. f is valid and in canonical form.
 	Export(ctx context.Context, f model.Filter, fn func(model.StoredMessage) error) error
 	// EraseCustomer hard-deletes every stored message of e.CustomerID,
 	// records e with Messages set to the number deleted in the same

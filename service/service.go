@@ -1,56 +1,84 @@
-// Package service holds Data API's rules: pending dialogues with their TTL
-// (in its own sharded memory store, or a shared PendingStore), consent,
-// queries, erasure and retention. It talks to persistence through the
-// Repository and PendingStore interfaces it declares.
+// Package service holds Data API's rules: ingestion into the pending store,
+// consent, queries, erasure and retention. It talks to the database through
+// the Repository interface it declares, and to the dialogues awaiting a
+// decision through a pending.Store.
 package service
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/data-api/data-api/model"
+	"github.com/data-api/data-api/pending"
 )
 
-// Options configures Dialogues. Zero values take the documented defaults
-// where one exists.
+// Options configures Dialogues. New rejects a zero value where the
+// configuration must say how much; Clock, Logger, ObserveWrite and
+// CursorSecret have defaults of their own.
 type Options struct {
-	Clock         func() time.Time // defaults to time.Now
-	TTL           time.Duration    // idle time after which a pending dialogue is dropped
-	SweepInterval time.Duration    // how often expired dialogues are reclaimed
-	MaxPending    int              // pending dialogues held at most
-	MaxMessages   int              // pending messages per dialogue at most
-	MaxBytes      int64            // pending message text in all dialogues at most, in bytes; 0: no cap
-	Shards        int              // a power of two
-	MaxTextBytes  int
-
-	// Pending, when set, holds pending dialogues instead of this process's
-	// memory; TTL, caps and shards are then its own business.
-	Pending PendingStore
+	Clock         func() time.Time // nil: time.Now
+	Logger        *slog.Logger     // nil discards
+	MaxTextBytes  int              // longest message text
+	SweepInterval time.Duration    // how often expired pending dialogues are reclaimed
+	CommitBatch   int              // consents gathered into one transaction at most
 
 	RetentionMaxAge   time.Duration // 0 keeps consented messages forever
-	RetentionInterval time.Duration
-	RetentionBatch    int
+	RetentionInterval time.Duration // how often the purge runs, when RetentionMaxAge is set
+	RetentionBatch    int           // rows per purge transaction, when RetentionMaxAge is set
 
-	CommitBatch int // consents gathered into one transaction at most
-
-	Logger *slog.Logger
+	// CursorSecret signs pagination cursors; instances behind one load
+	// balancer need the same one. Empty: a random secret of this process.
+	CursorSecret []byte
 	// ObserveWrite, if set, is told how long each database write took;
 	// op is one of "consent", "withdraw", "erase", "retention".
 	ObserveWrite func(op string, d time.Duration)
+}
+
+func (o *Options) fill() error {
+	var errs []error
+	positive := func(name string, v int64) {
+		if v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, v))
+		}
+	}
+	positive("MaxTextBytes", int64(o.MaxTextBytes))
+	positive("SweepInterval", int64(o.SweepInterval))
+	positive("CommitBatch", int64(o.CommitBatch))
+	if o.RetentionMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("RetentionMaxAge must not be negative, got %v", o.RetentionMaxAge))
+	}
+	if o.RetentionMaxAge > 0 {
+		positive("RetentionInterval", int64(o.RetentionInterval))
+		positive("RetentionBatch", int64(o.RetentionBatch))
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ObserveWrite == nil {
+		o.ObserveWrite = func(string, time.Duration) {}
+	}
+	if len(o.CursorSecret) == 0 {
+		o.CursorSecret = []byte(rand.Text())
+	}
+	return errors.Join(errs...)
 }
 
 // Dialogues applies the rules of the contract. Create it with New and run its
 // background work with Run.
 type Dialogues struct {
 	repo    Repository
-	pending PendingStore
+	pending pending.Store
 	commit  *committer
+	cursors cursorCodec
 	o       Options
 	stats   counters
 }
@@ -65,43 +93,33 @@ type counters struct {
 	retentionDeleted            atomic.Int64
 }
 
-// New returns Dialogues persisting through repo.
-func New(repo Repository, o Options) *Dialogues {
-	if o.Clock == nil {
-		o.Clock = time.Now
+// New returns Dialogues that hold pending dialogues in store and persist
+// through repo, or an error naming every option out of range.
+func New(repo Repository, store pending.Store, o Options) (*Dialogues, error) {
+	if err := o.fill(); err != nil {
+		return nil, fmt.Errorf("service options: %w", err)
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.CommitBatch < 1 {
-		o.CommitBatch = 1
-	}
-	if o.MaxBytes <= 0 {
-		o.MaxBytes = math.MaxInt64
-	}
-	d := &Dialogues{repo: repo, pending: o.Pending, o: o}
-	if d.pending == nil {
-		d.pending = newStore(storeOptions{
-			shards: o.Shards, maxPending: o.MaxPending, maxMessages: o.MaxMessages, maxBytes: o.MaxBytes,
-			ttl: o.TTL, clock: o.Clock,
-		})
-	}
-	d.commit = &committer{max: o.CommitBatch, save: d.saveConsents}
-	return d
+	return &Dialogues{
+		repo:    repo,
+		pending: store,
+		commit:  &committer{max: o.CommitBatch, repo: repo, observe: o.ObserveWrite},
+		cursors: cursorCodec{secret: o.CursorSecret},
+		o:       o,
+	}, nil
 }
 
 // Run reclaims expired dialogues and purges consented messages past their
 // retention until ctx ends. It returns when its goroutines have stopped.
 func (d *Dialogues) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Go(func() { d.every(ctx, d.o.SweepInterval, d.Sweep) })
+	wg.Go(func() { every(ctx, d.o.SweepInterval, d.Sweep) })
 	if d.o.RetentionMaxAge > 0 {
-		wg.Go(func() { d.every(ctx, d.o.RetentionInterval, d.Purge) })
+		wg.Go(func() { every(ctx, d.o.RetentionInterval, d.Purge) })
 	}
 	wg.Wait()
 }
 
-func (d *Dialogues) every(ctx context.Context, interval time.Duration, f func(context.Context)) {
+func every(ctx context.Context, interval time.Duration, f func(context.Context)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -147,20 +165,12 @@ func (d *Dialogues) Ingest(ctx context.Context, m model.Message) (int, error) {
 	}
 	m.Language = lang
 	m.CreatedAt = d.o.Clock().UTC()
-	n, err := d.pending.Append(ctx, m, false)
-	if errors.Is(err, model.ErrNewDialogue) {
-		// A decided dialogue keeps its customer for good.
-		owner, ok, oerr := d.repo.DialogueOwner(ctx, m.DialogueID)
-		if oerr != nil {
-			return 0, fmt.Errorf("look up dialogue owner: %w", oerr)
-		}
-		if ok && owner != m.CustomerID {
-			return 0, model.ErrOtherCustomer
-		}
-		n, err = d.pending.Append(ctx, m, true)
+	n, err := d.pending.Append(ctx, m)
+	if errors.Is(err, model.ErrNotFound) {
+		n, err = d.start(ctx, m)
 	}
 	switch {
-	case errors.Is(err, model.ErrFullBytes):
+	case errors.Is(err, pending.ErrFullBytes):
 		d.stats.rejectedBytes.Add(1)
 	case errors.Is(err, model.ErrFull):
 		d.stats.rejectedFull.Add(1)
@@ -168,6 +178,19 @@ func (d *Dialogues) Ingest(ctx context.Context, m model.Message) (int, error) {
 		d.stats.rejectedLimit.Add(1)
 	}
 	return n, err
+}
+
+// start starts the dialogue of m once its owner is checked: a decided
+// dialogue keeps its customer for good.
+func (d *Dialogues) start(ctx context.Context, m model.Message) (int, error) {
+	owner, ok, err := d.repo.DialogueOwner(ctx, m.DialogueID)
+	if err != nil {
+		return 0, fmt.Errorf("look up dialogue owner: %w", err)
+	}
+	if ok && owner != m.CustomerID {
+		return 0, model.ErrOtherCustomer
+	}
+	return d.pending.Start(ctx, m)
 }
 
 // Consent records the customer's decision on a dialogue. keyName names the
@@ -178,28 +201,36 @@ func (d *Dialogues) Consent(ctx context.Context, dialogueID string, consent bool
 		v.Add("dialogId", err.Error())
 		return model.Outcome{}, &v
 	}
-	h, err := d.pending.Take(ctx, dialogueID)
+	t, err := d.pending.Take(ctx, dialogueID)
 	if err != nil {
 		return model.Outcome{}, fmt.Errorf("take pending dialogue: %w", err)
 	}
 	var out model.Outcome
 	if consent {
-		out, err = d.accept(ctx, dialogueID, h, keyName)
+		out, err = d.accept(ctx, dialogueID, t, keyName)
 	} else {
-		out, err = d.refuse(ctx, dialogueID, h, keyName)
+		out, err = d.refuse(ctx, dialogueID, t, keyName)
 	}
-	if h != nil {
-		// The decision's write is over, whatever came of it: let go of the
-		// dialogue even if the caller has gone.
-		if rerr := d.pending.Release(context.WithoutCancel(ctx), h, err == nil); rerr != nil {
-			return model.Outcome{}, errors.Join(err, fmt.Errorf("release pending dialogue: %w", rerr))
+	if t == nil {
+		return out, err
+	}
+	// The decision's write is over, whatever came of it: end the take even
+	// if the caller has gone.
+	ctx = context.WithoutCancel(ctx)
+	if err != nil {
+		if rerr := d.pending.Restore(ctx, t); rerr != nil {
+			return model.Outcome{}, errors.Join(err, fmt.Errorf("restore pending dialogue: %w", rerr))
 		}
+		return model.Outcome{}, err
 	}
-	return out, err
+	if err := d.pending.Drop(ctx, t); err != nil {
+		return model.Outcome{}, fmt.Errorf("drop decided dialogue: %w", err)
+	}
+	return out, nil
 }
 
-func (d *Dialogues) accept(ctx context.Context, id string, h *model.Handover, keyName string) (model.Outcome, error) {
-	if h == nil {
+func (d *Dialogues) accept(ctx context.Context, id string, t *pending.Taken, keyName string) (model.Outcome, error) {
+	if t == nil {
 		latest, err := d.repo.LatestDecision(ctx, id)
 		if err == nil && latest.Consent {
 			return model.Outcome{CustomerID: latest.CustomerID}, nil
@@ -213,27 +244,27 @@ func (d *Dialogues) accept(ctx context.Context, id string, h *model.Handover, ke
 	c := model.Consent{
 		Decision: model.Decision{
 			DialogueID: id,
-			CustomerID: h.CustomerID,
+			CustomerID: t.CustomerID,
 			Consent:    true,
 			DecidedAt:  d.o.Clock().UTC(),
-			Messages:   len(h.Messages),
+			Messages:   len(t.Messages),
 			KeyName:    keyName,
 		},
-		Messages: h.Messages,
+		Messages: t.Messages,
 	}
 	if err := d.commit.do(ctx, c); err != nil {
 		return model.Outcome{}, fmt.Errorf("store consented dialogue: %w", err)
 	}
 	d.stats.consentsTrue.Add(1)
 	d.stats.stored.Add(int64(len(c.Messages)))
-	return model.Outcome{CustomerID: h.CustomerID, Stored: len(c.Messages)}, nil
+	return model.Outcome{CustomerID: t.CustomerID, Stored: len(c.Messages)}, nil
 }
 
-func (d *Dialogues) refuse(ctx context.Context, id string, h *model.Handover, keyName string) (model.Outcome, error) {
+func (d *Dialogues) refuse(ctx context.Context, id string, t *pending.Taken, keyName string) (model.Outcome, error) {
 	dec := model.Decision{DialogueID: id, DecidedAt: d.o.Clock().UTC(), KeyName: keyName}
-	if h != nil {
-		dec.CustomerID = h.CustomerID
-		dec.Messages = len(h.Messages)
+	if t != nil {
+		dec.CustomerID = t.CustomerID
+		dec.Messages = len(t.Messages)
 	} else {
 		owner, _, err := d.repo.DialogueOwner(ctx, id)
 		if err != nil {
@@ -244,27 +275,13 @@ func (d *Dialogues) refuse(ctx context.Context, id string, h *model.Handover, ke
 	dropped := dec.Messages
 	start := time.Now()
 	deleted, err := d.repo.Withdraw(context.WithoutCancel(ctx), dec)
-	d.observe("withdraw", start)
+	d.o.ObserveWrite("withdraw", time.Since(start))
 	if err != nil {
 		return model.Outcome{}, fmt.Errorf("record refusal: %w", err)
 	}
 	d.stats.consentsFalse.Add(1)
 	d.stats.withdrawn.Add(int64(deleted))
 	return model.Outcome{CustomerID: dec.CustomerID, Dropped: dropped, Deleted: deleted}, nil
-}
-
-func (d *Dialogues) observe(op string, start time.Time) {
-	if d.o.ObserveWrite != nil {
-		d.o.ObserveWrite(op, time.Since(start))
-	}
-}
-
-// saveConsents is the committer's write: one transaction for the batch.
-func (d *Dialogues) saveConsents(ctx context.Context, cs []model.Consent) error {
-	start := time.Now()
-	err := d.repo.SaveConsents(ctx, cs)
-	d.observe("consent", start)
-	return err
 }
 
 // Decision returns the latest consent decision recorded for a dialogue.
@@ -297,7 +314,7 @@ func (d *Dialogues) Erase(ctx context.Context, customerID, keyName string) (mode
 		ErasedAt:   d.o.Clock().UTC(),
 		KeyName:    keyName,
 	})
-	d.observe("erase", start)
+	d.o.ObserveWrite("erase", time.Since(start))
 	d.stats.erased.Add(int64(deleted))
 	if err != nil {
 		return model.ErasureOutcome{}, fmt.Errorf("erase customer: %w", err)
@@ -313,7 +330,7 @@ func (d *Dialogues) Purge(ctx context.Context) {
 	for ctx.Err() == nil {
 		start := time.Now()
 		n, err := d.repo.DeleteCreatedBefore(ctx, before, d.o.RetentionBatch)
-		d.observe("retention", start)
+		d.o.ObserveWrite("retention", time.Since(start))
 		d.stats.retentionDeleted.Add(int64(n))
 		if err != nil {
 			if ctx.Err() == nil {

@@ -3,41 +3,50 @@ package service
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/data-api/data-api/internal/fake"
 	"github.com/data-api/data-api/model"
+	"github.com/data-api/data-api/pending"
 )
 
 const ttl = 30 * time.Minute
 
-func newTestService(t *testing.T, repo *fakeRepo, o Options) (*Dialogues, *FakeClock) {
+// setup is what a test may change of the service it runs.
+type setup struct {
+	limits pending.Limits
+	shards int
+	o      Options
+}
+
+// newTestService returns the service over repo and a memory store, with a
+// fake clock.
+func newTestService(t *testing.T, repo *fakeRepo, change func(*setup)) (*Dialogues, *fake.Clock) {
 	t.Helper()
-	clk := NewFakeClock()
-	o.Clock = clk.Now
-	if o.TTL == 0 {
-		o.TTL = ttl
+	clk := fake.NewClock()
+	s := setup{
+		limits: pending.Limits{TTL: ttl, MaxDialogues: 1000, MaxMessages: 100, MaxBytes: 1 << 20},
+		shards: 8,
+		o:      Options{MaxTextBytes: 8192, SweepInterval: time.Minute, CommitBatch: 64},
 	}
-	if o.MaxPending == 0 {
-		o.MaxPending = 1000
+	if change != nil {
+		change(&s)
 	}
-	if o.MaxMessages == 0 {
-		o.MaxMessages = 100
+	store, err := pending.NewMemory(pending.MemoryOptions{Limits: s.limits, Shards: s.shards, Clock: clk.Now})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if o.Shards == 0 {
-		o.Shards = 8
+	s.o.Clock = clk.Now
+	d, err := New(repo, store, s.o)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if o.MaxTextBytes == 0 {
-		o.MaxTextBytes = 8192
-	}
-	if o.CommitBatch == 0 {
-		o.CommitBatch = 64
-	}
-	return New(repo, o), clk
+	return d, clk
 }
 
 func msg(customer, dialogue, text string) model.Message {
@@ -65,7 +74,7 @@ func TestTTL(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			repo := &fakeRepo{}
-			d, clk := newTestService(t, repo, Options{})
+			d, clk := newTestService(t, repo, nil)
 			mustIngest(t, d, msg("c1", "d1", "hello"))
 			clk.Advance(tc.idle)
 			out, err := d.Consent(context.Background(), "d1", true, "")
@@ -86,21 +95,8 @@ func TestTTL(t *testing.T) {
 	}
 }
 
-func TestTTLSlidesWithEachMessage(t *testing.T) {
-	repo := &fakeRepo{}
-	d, clk := newTestService(t, repo, Options{})
-	for i := range 5 {
-		mustIngest(t, d, msg("c1", "d1", "m"+strconv.Itoa(i)))
-		clk.Advance(ttl - time.Second) // never idle for a whole TTL
-	}
-	out, err := d.Consent(context.Background(), "d1", true, "")
-	if err != nil || out.Stored != 5 {
-		t.Fatalf("Consent: stored %d, err %v; want 5, nil", out.Stored, err)
-	}
-}
-
 func TestSweepReclaimsOnlyExpired(t *testing.T) {
-	d, clk := newTestService(t, &fakeRepo{}, Options{})
+	d, clk := newTestService(t, &fakeRepo{}, nil)
 	mustIngest(t, d, msg("c1", "old", "a"))
 	clk.Advance(ttl / 2)
 	mustIngest(t, d, msg("c1", "new", "b"))
@@ -114,7 +110,7 @@ func TestSweepReclaimsOnlyExpired(t *testing.T) {
 
 func TestExpiredDialogueRestartsFresh(t *testing.T) {
 	repo := &fakeRepo{}
-	d, clk := newTestService(t, repo, Options{})
+	d, clk := newTestService(t, repo, nil)
 	mustIngest(t, d, msg("c1", "d1", "forgotten"))
 	clk.Advance(ttl)
 	// The expired dialogue never reached the database, so anyone may start it.
@@ -130,7 +126,7 @@ func TestExpiredDialogueRestartsFresh(t *testing.T) {
 }
 
 func TestCaps(t *testing.T) {
-	d, _ := newTestService(t, &fakeRepo{}, Options{MaxPending: 3, MaxMessages: 2, Shards: 4})
+	d, _ := newTestService(t, &fakeRepo{}, func(s *setup) { s.limits.MaxDialogues, s.limits.MaxMessages = 3, 2 })
 	ctx := context.Background()
 	for i := range 3 {
 		mustIngest(t, d, msg("c", "d"+strconv.Itoa(i), "x"))
@@ -158,7 +154,7 @@ func TestCaps(t *testing.T) {
 
 func TestOwnerCustomer(t *testing.T) {
 	repo := &fakeRepo{}
-	d, _ := newTestService(t, repo, Options{})
+	d, _ := newTestService(t, repo, nil)
 	ctx := context.Background()
 	mustIngest(t, d, msg("alice", "d1", "hi"))
 	if _, err := d.Ingest(ctx, msg("bob", "d1", "hi")); !errors.Is(err, model.ErrConflict) {
@@ -177,7 +173,7 @@ func TestOwnerCustomer(t *testing.T) {
 }
 
 func TestValidation(t *testing.T) {
-	d, _ := newTestService(t, &fakeRepo{}, Options{MaxTextBytes: 10})
+	d, _ := newTestService(t, &fakeRepo{}, func(s *setup) { s.o.MaxTextBytes = 10 })
 	for _, tc := range []struct {
 		m      model.Message
 		fields []string
@@ -209,7 +205,7 @@ func TestValidation(t *testing.T) {
 
 func TestConsentStoresCanonicalLanguagesAndTimes(t *testing.T) {
 	repo := &fakeRepo{}
-	d, clk := newTestService(t, repo, Options{})
+	d, clk := newTestService(t, repo, nil)
 	start := clk.Now()
 	mustIngest(t, d, model.Message{CustomerID: "c", DialogueID: "d", Language: "zh-hant-tw", Text: "一"})
 	clk.Advance(time.Nanosecond)
@@ -232,7 +228,7 @@ func TestConsentStoresCanonicalLanguagesAndTimes(t *testing.T) {
 
 func TestConsentRetryAndNotFound(t *testing.T) {
 	repo := &fakeRepo{}
-	d, _ := newTestService(t, repo, Options{})
+	d, _ := newTestService(t, repo, nil)
 	ctx := context.Background()
 	if _, err := d.Consent(ctx, "never", true, ""); !errors.Is(err, model.ErrNotFound) {
 		t.Fatalf("consent to a dialogue never seen: %v, want ErrNotFound", err)
@@ -259,7 +255,7 @@ func TestConsentRetryAndNotFound(t *testing.T) {
 
 func TestRefusal(t *testing.T) {
 	repo := &fakeRepo{}
-	d, _ := newTestService(t, repo, Options{})
+	d, _ := newTestService(t, repo, nil)
 	ctx := context.Background()
 	mustIngest(t, d, msg("c", "d", "a"))
 	if _, err := d.Consent(ctx, "d", true, ""); err != nil {
@@ -292,7 +288,7 @@ func TestRefusal(t *testing.T) {
 func TestFailedWriteLosesNothing(t *testing.T) {
 	fail := true
 	repo := &fakeRepo{failSave: func([]model.Consent) bool { return fail }}
-	d, clk := newTestService(t, repo, Options{})
+	d, clk := newTestService(t, repo, nil)
 	ctx := context.Background()
 	mustIngest(t, d, msg("c", "d", "one"))
 	clk.Advance(ttl / 2)
@@ -336,7 +332,7 @@ func TestGroupCommitIsolatesAFailingDialogue(t *testing.T) {
 			<-release
 		})
 	}
-	d, _ := newTestService(t, repo, Options{})
+	d, _ := newTestService(t, repo, nil)
 	ctx := context.Background()
 	ids := []string{"first", "a", "bad", "b", "c"}
 	for _, id := range ids {
@@ -380,7 +376,7 @@ func TestGroupCommitIsolatesAFailingDialogue(t *testing.T) {
 
 func TestErasure(t *testing.T) {
 	repo := &fakeRepo{}
-	d, _ := newTestService(t, repo, Options{})
+	d, _ := newTestService(t, repo, nil)
 	ctx := context.Background()
 	mustIngest(t, d, msg("alice", "stored", "a1"))
 	if _, err := d.Consent(ctx, "stored", true, ""); err != nil {
@@ -414,7 +410,7 @@ func TestErasure(t *testing.T) {
 func TestConsentRacesIngestAndEviction(t *testing.T) {
 	for round := range 200 {
 		repo := &fakeRepo{}
-		d, clk := newTestService(t, repo, Options{Shards: 1})
+		d, clk := newTestService(t, repo, func(s *setup) { s.shards = 1 })
 		ctx := context.Background()
 		id := "d" + strconv.Itoa(round)
 		mustIngest(t, d, msg("c", id, "0"))
@@ -456,28 +452,22 @@ func TestConsentRacesIngestAndEviction(t *testing.T) {
 	}
 }
 
-func TestParallelIngest(t *testing.T) {
-	for _, shards := range []int{1, 64} {
-		t.Run(fmt.Sprintf("%d shards", shards), func(t *testing.T) {
-			d, _ := newTestService(t, &fakeRepo{}, Options{Shards: shards, MaxPending: 10000, MaxMessages: 1000})
-			const workers, dialogues, perDialogue = 8, 50, 40
-			var wg sync.WaitGroup
-			for w := range workers {
-				wg.Go(func() {
-					for i := range dialogues * perDialogue / workers {
-						id := "d" + strconv.Itoa((i+w)%dialogues)
-						if _, err := d.Ingest(context.Background(), msg("c", id, "x")); err != nil {
-							t.Error(err)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			st := d.Stats()
-			if st.PendingDialogues != dialogues || st.PendingMessages != dialogues*perDialogue {
-				t.Fatalf("stats %+v, want %d dialogues and %d messages", st, dialogues, dialogues*perDialogue)
-			}
-		})
+func TestNewRejectsOptionsOutOfRange(t *testing.T) {
+	store, err := pending.NewMemory(pending.MemoryOptions{Limits: pending.Limits{TTL: ttl, MaxDialogues: 1, MaxMessages: 1, MaxBytes: 1}, Shards: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(&fakeRepo{}, store, Options{RetentionMaxAge: time.Hour})
+	for _, name := range []string{"MaxTextBytes", "SweepInterval", "CommitBatch", "RetentionInterval", "RetentionBatch"} {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("New with zero options: %v, want it to name %s", err, name)
+		}
+	}
+	d, err := New(&fakeRepo{}, store, Options{MaxTextBytes: 1, SweepInterval: time.Minute, CommitBatch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.o.Clock == nil || d.o.Logger == nil || d.o.ObserveWrite == nil || len(d.o.CursorSecret) == 0 {
+		t.Fatalf("New left a default unset: %+v", d.o)
 	}
 }

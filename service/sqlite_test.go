@@ -5,29 +5,50 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/data-api/data-api/app"
+	"github.com/data-api/data-api/config"
+	"github.com/data-api/data-api/internal/fake"
+	"github.com/data-api/data-api/internal/testserver"
 	"github.com/data-api/data-api/model"
-	"github.com/data-api/data-api/repository"
 	"github.com/data-api/data-api/service"
 )
 
-// These tests run the service over the real SQLite repository.
+// These tests run the service as the application builds it, over the real
+// SQLite repository.
 
-func openService(t *testing.T, o service.Options) (*service.Dialogues, *repository.DB, *service.FakeClock) {
+// newApp returns the application built from the default configuration, as
+// cmd/data-api builds it, over a fresh SQLite file, with a fake clock;
+// change, when set, adjusts the configuration.
+func newApp(t testing.TB, change func(*config.Config)) (*app.App, *fake.Clock) {
 	t.Helper()
-	db, err := repository.Open(t.Context(), repository.Options{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "data.db")})
+	cfg := config.Default()
+	cfg.Database.DSN = filepath.Join(t.TempDir(), "data.db")
+	if change != nil {
+		change(&cfg)
+	}
+	clk := fake.NewClock()
+	a, err := app.New(t.Context(), cfg, app.Options{Clock: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
-	clk := service.NewFakeClock()
-	o.Clock = clk.Now
-	o.TTL, o.SweepInterval = 30*time.Minute, time.Minute
-	o.MaxPending, o.MaxMessages, o.Shards, o.MaxTextBytes, o.CommitBatch = 10000, 1000, 8, 8192, 64
-	return service.New(db, o), db, clk
+	t.Cleanup(func() { a.Close() })
+	return a, clk
+}
+
+// withRedis keeps pending dialogues in the test Redis, under a prefix of
+// t's own.
+func withRedis(t testing.TB) func(*config.Config) {
+	url := testserver.Redis(t)
+	return func(c *config.Config) {
+		c.Dialogues.Store, c.Redis.URL = "redis", url
+		c.Redis.Prefix = fmt.Sprintf("test:%s:%d:", t.Name(), time.Now().UnixNano())
+	}
 }
 
 func ingest(t *testing.T, d *service.Dialogues, customer, dialogue, text string) {
@@ -50,7 +71,8 @@ func stored(t *testing.T, d *service.Dialogues, f model.Filter) []string {
 }
 
 func TestRetentionDeletesExactlyWhatIsPastMaxAge(t *testing.T) {
-	d, _, clk := openService(t, service.Options{RetentionMaxAge: 24 * time.Hour, RetentionBatch: 3, RetentionInterval: time.Hour})
+	a, clk := newApp(t, func(c *config.Config) { c.Retention.MaxAge, c.Retention.BatchSize = 24*time.Hour, 3 })
+	d := a.Service
 	ctx := context.Background()
 	// Ten dialogues of two messages, one dialogue per hour.
 	for i := range 10 {
@@ -83,7 +105,10 @@ func TestRetentionDeletesExactlyWhatIsPastMaxAge(t *testing.T) {
 }
 
 func TestRetentionRunsInTheBackground(t *testing.T) {
-	d, _, clk := openService(t, service.Options{RetentionMaxAge: time.Hour, RetentionBatch: 10, RetentionInterval: time.Millisecond})
+	a, clk := newApp(t, func(c *config.Config) {
+		c.Retention.MaxAge, c.Retention.BatchSize, c.Retention.Interval = time.Hour, 10, time.Millisecond
+	})
+	d := a.Service
 	ingest(t, d, "c", "old", "old")
 	if _, err := d.Consent(context.Background(), "old", true, ""); err != nil {
 		t.Fatal(err)
@@ -109,7 +134,8 @@ func TestRetentionRunsInTheBackground(t *testing.T) {
 // dialogue is stored and then erased, or dropped and its consent is a 404;
 // never half of each.
 func TestErasureRacesConsentAndIngest(t *testing.T) {
-	d, _, _ := openService(t, service.Options{})
+	a, _ := newApp(t, nil)
+	d := a.Service
 	ctx := context.Background()
 	for round := range 100 {
 		customer := fmt.Sprintf("cust%d", round)
@@ -162,5 +188,56 @@ func TestErasureRacesConsentAndIngest(t *testing.T) {
 		if st := d.Stats(); st.PendingDialogues != 0 || st.PendingMessages != 0 {
 			t.Fatalf("round %d: left pending %+v", round, st)
 		}
+	}
+}
+
+// TestConsentRacesIngest races a consent with new messages of its dialogue,
+// on each pending store: the consent stores a prefix of the acknowledged
+// messages, and those after it start the dialogue anew.
+func TestConsentRacesIngest(t *testing.T) {
+	for _, store := range []struct {
+		name   string
+		config func(t *testing.T) func(*config.Config)
+	}{
+		{"memory", func(*testing.T) func(*config.Config) { return nil }},
+		{"redis", func(t *testing.T) func(*config.Config) { return withRedis(t) }},
+	} {
+		t.Run(store.name, func(t *testing.T) {
+			a, _ := newApp(t, store.config(t))
+			d := a.Service
+			ctx := context.Background()
+			for round := range 20 {
+				id := "r" + strconv.Itoa(round)
+				ingest(t, d, "c", id, "0")
+				var acked []string
+				var wg sync.WaitGroup
+				wg.Go(func() {
+					for i := 1; i < 10; i++ {
+						if _, err := d.Ingest(ctx, model.Message{CustomerID: "c", DialogueID: id, Language: "en", Text: strconv.Itoa(i)}); err == nil {
+							acked = append(acked, strconv.Itoa(i))
+						}
+					}
+				})
+				var out model.Outcome
+				var err error
+				wg.Go(func() { out, err = d.Consent(ctx, id, true, "") })
+				wg.Wait()
+				if err != nil {
+					t.Fatal(err)
+				}
+				all := append([]string{"0"}, acked...)
+				got := stored(t, d, model.Filter{})
+				slices.Reverse(got)
+				if len(got) != out.Stored || !slices.Equal(got, all[:len(got)]) {
+					t.Fatalf("round %d: stored %q, not a prefix of %q", round, got, all)
+				}
+				if st := d.Stats(); st.PendingMessages != int64(len(all)-len(got)) {
+					t.Fatalf("round %d: %d pending, want %d", round, st.PendingMessages, len(all)-len(got))
+				}
+				if _, err := d.Consent(ctx, id, false, ""); err != nil { // clean up for the next round
+					t.Fatal(err)
+				}
+			}
+		})
 	}
 }

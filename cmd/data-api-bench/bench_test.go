@@ -15,59 +15,34 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/data-api/data-api/api"
+	"github.com/data-api/data-api/app"
 	"github.com/data-api/data-api/config"
-	"github.com/data-api/data-api/repository"
-	"github.com/data-api/data-api/service"
 )
 
-// newService serves the real Data API, wired as cmd/data-api wires it with
-// the default configuration, over a fresh SQLite database.
+// newService serves the real Data API, built as cmd/data-api builds it
+// from the default configuration, over a fresh SQLite database.
 func newService(t *testing.T) *httptest.Server {
 	t.Helper()
-	cfg, err := config.Load("", nil)
+	cfg := config.Default()
+	cfg.Database.DSN = filepath.Join(t.TempDir(), "data-api.db")
+	cfg.Cursor.Secret = "data-api-bench test cursor secret"
+	a, err := app.New(t.Context(), cfg, app.Options{})
 	if err != nil {
-		t.Fatalf("config.Load: %v", err)
-	}
-	db, err := repository.Open(t.Context(), repository.Options{
-		Driver:     cfg.Database.Driver,
-		DSN:        filepath.Join(t.TempDir(), "data-api.db"),
-		MaxReaders: cfg.Database.MaxReaders,
-	})
-	if err != nil {
-		t.Fatalf("repository.Open: %v", err)
+		t.Fatalf("app.New: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := db.Close(); err != nil {
-			t.Errorf("close database: %v", err)
+		if err := a.Close(); err != nil {
+			t.Errorf("close: %v", err)
 		}
-	})
-	metrics := api.NewMetrics()
-	svc := service.New(db, service.Options{
-		TTL:               cfg.Dialogues.TTL,
-		SweepInterval:     cfg.Dialogues.SweepInterval,
-		MaxPending:        cfg.Dialogues.MaxPending,
-		MaxMessages:       cfg.Dialogues.MaxMessages,
-		Shards:            cfg.Dialogues.Shards,
-		MaxTextBytes:      cfg.Limits.MaxTextBytes,
-		RetentionMaxAge:   cfg.Retention.MaxAge,
-		RetentionInterval: cfg.Retention.Interval,
-		RetentionBatch:    cfg.Retention.BatchSize,
-		CommitBatch:       cfg.Database.CommitBatch,
-		ObserveWrite:      metrics.ObserveWrite,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { svc.Run(ctx) })
+	wg.Go(func() { a.Run(ctx) })
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
 	})
-	srv := httptest.NewServer(api.NewHandler(svc, api.Options{
-		MaxBodyBytes: int64(cfg.Limits.MaxBodyBytes),
-		CursorSecret: []byte("data-api-bench test cursor secret"),
-		Metrics:      metrics,
-	}))
+	srv := httptest.NewServer(a.Handler)
 	t.Cleanup(srv.Close)
 	return srv
 }

@@ -1,17 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/data-api/data-api/internal/fake"
 )
 
 // TestRun starts the real binary's entry point on a free port with a SQLite
@@ -27,7 +27,7 @@ func TestRun(t *testing.T) {
 			`{"name":"ana","key":"ana-secret-0123456789","roles":["analyst","admin"]}]`,
 		"DATA_API_LOG_LEVEL=debug",
 	}
-	logs := &lockedBuffer{}
+	logs := &fake.Log{}
 	done := make(chan error, 1)
 	go func() { done <- run(context.Background(), nil, environ, logs) }()
 
@@ -93,7 +93,7 @@ func TestRunWarnsWithoutKeysAndStopsOnCancel(t *testing.T) {
 		"DATA_API_SERVER_ADDR=" + addr,
 		"DATA_API_DATABASE_DSN=" + filepath.Join(t.TempDir(), "data-api.db"),
 	}
-	logs := &lockedBuffer{}
+	logs := &fake.Log{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, environ, logs) }()
@@ -153,23 +153,6 @@ func waitReady(t *testing.T, base string, done <-chan error) {
 		time.Sleep(20 * time.Millisecond) // polling a server that is starting
 	}
 	t.Fatal("the server never became ready")
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestRunDrainsBeforeStopping: on shutdown, /readyz answers 503 for the

@@ -8,13 +8,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/data-api/data-api/internal/testserver"
 )
 
 // instance is one running data-api process, started through run.
@@ -29,13 +30,7 @@ type instance struct {
 // its consent to one, queries to either, and an erasure at one while the
 // customer's messages arrive at the other.
 func TestTwoInstancesShareOneFlow(t *testing.T) {
-	dsn, redisURL := os.Getenv("DATA_API_TEST_POSTGRES_DSN"), os.Getenv("DATA_API_TEST_REDIS_URL")
-	if dsn == "" || redisURL == "" {
-		if os.Getenv("DATA_API_REQUIRE_SERVERS") == "1" {
-			t.Fatal("DATA_API_TEST_POSTGRES_DSN and DATA_API_TEST_REDIS_URL are needed: DATA_API_REQUIRE_SERVERS=1")
-		}
-		t.Skip("DATA_API_TEST_POSTGRES_DSN or DATA_API_TEST_REDIS_URL not set: multi-instance test NOT run")
-	}
+	dsn, redisURL := testserver.Postgres(t), testserver.Redis(t)
 	schema := "scale_" + strings.ToLower(rand.Text()[:12])
 	pgExec(t, dsn, "CREATE SCHEMA "+schema)
 	t.Cleanup(func() { pgExec(t, dsn, "DROP SCHEMA "+schema+" CASCADE") })

@@ -1,0 +1,56 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/data-api/data-api/model"
+)
+
+type messageBody struct {
+	Text     string `json:"text"`
+	Language string `json:"language"`
+}
+
+func (h *Handler) ingest(c *gin.Context) error {
+	if err := noQuery(c); err != nil {
+		return err
+	}
+	body, err := h.readBody(c)
+	if err != nil {
+		return err
+	}
+	var m messageBody
+	if err := decodeObject(body, &m); err != nil {
+		return err
+	}
+	if strings.ContainsRune(m.Text, utf8.RuneError) && hasLoneSurrogate(body) {
+		return model.Errorf(model.ErrInvalid, `text contains a \u escape of an unpaired UTF-16 surrogate, which is not valid text`)
+	}
+	customer, dialogue := c.Param("customerId"), c.Param("dialogId")
+	n, err := h.svc.Ingest(c.Request.Context(), model.Message{
+		CustomerID: customer,
+		DialogueID: dialogue,
+		Language:   m.Language,
+		Text:       m.Text,
+	})
+	if err != nil {
+		return err
+	}
+	// Identifiers are validated to need no JSON escaping, so the reply of
+	// the hottest endpoint is written without reflection.
+	reply := make([]byte, 0, 64+len(customer)+len(dialogue))
+	reply = append(reply, `{"customerId":"`...)
+	reply = append(reply, customer...)
+	reply = append(reply, `","dialogId":"`...)
+	reply = append(reply, dialogue...)
+	reply = append(reply, `","pendingMessages":`...)
+	reply = strconv.AppendInt(reply, int64(n), 10)
+	reply = append(reply, '}')
+	c.Data(http.StatusAccepted, "application/json; charset=utf-8", reply)
+	return nil
+}

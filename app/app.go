@@ -1,0 +1,213 @@
+// Package app builds Data API from its configuration, in one place for
+// every caller (the entry point, its tests, the API's tests and the load
+// tool's): the database, the pending store, the service, the metrics and
+// the HTTP handler. It serves them until told to stop, and stops them in
+// reverse order.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/data-api/data-api/api"
+	"github.com/data-api/data-api/config"
+	"github.com/data-api/data-api/pending"
+	"github.com/data-api/data-api/repository"
+	"github.com/data-api/data-api/service"
+)
+
+// Options are what the application takes beside its configuration.
+type Options struct {
+	Logger *slog.Logger     // nil discards
+	Clock  func() time.Time // nil: time.Now
+}
+
+// App is the whole service, built from one configuration.
+type App struct {
+	Pending pending.Store
+	Service *service.Dialogues
+	Handler *api.Handler
+	Metrics *api.Metrics
+	DB      *repository.DB
+
+	cfg            config.Config
+	log            *slog.Logger
+	handlerOptions api.Options
+	closeRedis     func() error // nil with the memory store
+	sharedStore    bool         // pending dialogues outlive the process
+}
+
+// New opens what cfg, which must be valid, names and builds the service on
+// it. The caller must Close the App.
+func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	log := o.Logger
+	a := &App{cfg: cfg, log: log}
+	if len(cfg.Auth.Keys) == 0 {
+		log.Warn("no API keys configured: every endpoint is open to anyone who can reach the service; set auth.keys")
+	}
+	if cfg.Cursor.Secret == "" {
+		log.Info("cursor.secret not set: pagination cursors are valid for this process only")
+	}
+
+	db, err := repository.Open(ctx, repository.Options{
+		Driver:     cfg.Database.Driver,
+		DSN:        cfg.Database.DSN,
+		MaxReaders: cfg.Database.MaxReaders,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.DB = db
+	if a.Pending, err = a.openPending(ctx, o.Clock); err != nil {
+		return nil, errors.Join(err, a.Close())
+	}
+
+	a.Metrics = api.NewMetrics()
+	a.Service, err = service.New(db, a.Pending, service.Options{
+		Clock:             o.Clock,
+		Logger:            log,
+		MaxTextBytes:      cfg.Limits.MaxTextBytes,
+		SweepInterval:     cfg.Dialogues.SweepInterval,
+		CommitBatch:       cfg.Database.CommitBatch,
+		RetentionMaxAge:   cfg.Retention.MaxAge,
+		RetentionInterval: cfg.Retention.Interval,
+		RetentionBatch:    cfg.Retention.BatchSize,
+		CursorSecret:      []byte(cfg.Cursor.Secret),
+		ObserveWrite:      a.Metrics.ObserveWrite,
+	})
+	if err != nil {
+		return nil, errors.Join(err, a.Close())
+	}
+	a.Metrics.Watch(a.Service)
+	keys := make([]api.Key, len(cfg.Auth.Keys))
+	for i, k := range cfg.Auth.Keys {
+		keys[i] = api.Key{Name: k.Name, SHA256: k.Digest(), Roles: k.Roles}
+	}
+	a.handlerOptions = api.Options{
+		Logger:       log,
+		MaxBodyBytes: int64(cfg.Limits.MaxBodyBytes),
+		Keys:         keys,
+		MetricsOpen:  cfg.Auth.MetricsOpen,
+		Metrics:      a.Metrics,
+	}
+	a.Handler = a.HandlerFor(a.Service)
+	return a, nil
+}
+
+// HandlerFor returns a handler configured as a.Handler that serves svc, so
+// that a test can put a double between the handler and the service.
+func (a *App) HandlerFor(svc api.Dialogues) *api.Handler {
+	return api.NewHandler(svc, a.handlerOptions)
+}
+
+// openPending opens the store of pending dialogues that the configuration
+// names: this process's memory, or Redis.
+func (a *App) openPending(ctx context.Context, clock func() time.Time) (pending.Store, error) {
+	d := a.cfg.Dialogues
+	limits := pending.Limits{TTL: d.TTL, MaxDialogues: d.MaxPending, MaxMessages: d.MaxMessages, MaxBytes: d.MaxBytes}
+	if d.Store == "memory" {
+		return pending.NewMemory(pending.MemoryOptions{Limits: limits, Shards: d.Shards, Clock: clock})
+	}
+	r, err := pending.OpenRedis(ctx, pending.RedisOptions{
+		Limits:      limits,
+		URL:         a.cfg.Redis.URL,
+		Prefix:      a.cfg.Redis.Prefix,
+		TakeTimeout: a.cfg.Redis.TakeTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open redis: %w", err)
+	}
+	a.closeRedis, a.sharedStore = r.Close, true
+	return r, nil
+}
+
+// Run runs the background jobs (reclaiming expired dialogues, the retention
+// purge) until ctx ends.
+func (a *App) Run(ctx context.Context) { a.Service.Run(ctx) }
+
+// Serve serves the API on ln, and runs the background jobs, until ctx ends or
+// the server fails. Then it shuts down: not ready, but still serving, for
+// server.drain_delay, so that load balancers stop sending traffic; then no
+// new connections, and up to server.shutdown_grace for the requests in
+// flight; then the background jobs stop.
+func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+	s := a.cfg.Server
+	srv := &http.Server{
+		Handler:           a.Handler,
+		ReadHeaderTimeout: s.ReadHeaderTimeout,
+		ReadTimeout:       s.ReadTimeout,
+		WriteTimeout:      s.WriteTimeout,
+		IdleTimeout:       s.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	jobs, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
+	var bg sync.WaitGroup
+	bg.Go(func() { a.Run(jobs) })
+	defer func() {
+		stopJobs()
+		bg.Wait()
+	}()
+
+	a.log.Info("listening", "addr", ln.Addr().String())
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	a.Handler.Drain()
+	if d := s.DrainDelay; d > 0 {
+		a.log.Info("shutting down: not ready, still serving", "drain_delay", d.String())
+		select {
+		case <-time.After(d):
+		case err := <-serveErr:
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	a.log.Info("shutting down: finishing requests in flight", "grace", s.ShutdownGrace.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		a.log.Warn("grace period over: closing remaining connections", "err", err)
+		_ = srv.Close()
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	if a.sharedStore {
+		a.log.Info("stopped; pending dialogues stay in redis")
+	} else {
+		a.log.Info("stopped; pending dialogues, which hold no consent, are dropped")
+	}
+	return nil
+}
+
+// Close closes the pending store and the database.
+func (a *App) Close() error {
+	var err error
+	if a.closeRedis != nil {
+		err = a.closeRedis()
+	}
+	if a.DB != nil {
+		err = errors.Join(err, a.DB.Close())
+	}
+	return err
+}

@@ -1,0 +1,56 @@
+package service
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"strings"
+	"time"
+
+	"github.com/data-api/data-api/model"
+)
+
+// cursorCodec makes opaque, tamper-evident cursors: a position signed with
+// HMAC-SHA-256 together with the canonical filter it was issued for, so that
+// a cursor can be neither forged nor reused with another filter.
+type cursorCodec struct {
+	secret []byte
+}
+
+const (
+	cursorPosLen = 16 // created_at (ns) and id, 8 bytes each
+	cursorMACLen = 16
+)
+
+func (cc cursorCodec) mac(pos []byte, f model.Filter) []byte {
+	m := hmac.New(sha256.New, cc.secret)
+	m.Write(pos)
+	m.Write([]byte(f.Language))
+	m.Write([]byte{0})
+	m.Write([]byte(f.CustomerID))
+	return m.Sum(nil)[:cursorMACLen]
+}
+
+func (cc cursorCodec) encode(f model.Filter, p model.Position) string {
+	b := make([]byte, cursorPosLen, cursorPosLen+cursorMACLen)
+	binary.BigEndian.PutUint64(b, uint64(p.CreatedAt.UnixNano()))
+	binary.BigEndian.PutUint64(b[8:], uint64(p.ID))
+	b = append(b, cc.mac(b, f)...)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+var errCursor = model.Errorf(model.ErrInvalid,
+	"cursor was not issued by this service for these filters; use nextCursor of the previous page with the same language and customerId")
+
+// decode checks that s was issued for f and returns its position.
+func (cc cursorCodec) decode(s string, f model.Filter) (model.Position, error) {
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(b) != cursorPosLen+cursorMACLen || !hmac.Equal(b[cursorPosLen:], cc.mac(b[:cursorPosLen], f)) {
+		return model.Position{}, errCursor
+	}
+	return model.Position{
+		CreatedAt: time.Unix(0, int64(binary.BigEndian.Uint64(b))).UTC(),
+		ID:        int64(binary.BigEndian.Uint64(b[8:])),
+	}, nil
+}
