@@ -179,7 +179,7 @@ func (h *Handler) consent(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	out, err := h.svc.Consent(c.Request.Context(), c.Param("dialogId"), consent, keyName(c))
+	out, err := h.svc.Consent(c.Request.Context(), c.Param("dialogId"), consent, callerName(c))
 	if err != nil {
 		return err
 	}
@@ -352,7 +352,7 @@ func (h *Handler) erase(c *gin.Context) error {
 	if err := noQuery(c); err != nil {
 		return err
 	}
-	out, err := h.svc.Erase(c.Request.Context(), c.Param("customerId"), keyName(c))
+	out, err := h.svc.Erase(c.Request.Context(), c.Param("customerId"), callerName(c))
 	if err != nil {
 		return err
 	}
