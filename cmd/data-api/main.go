@@ -63,8 +63,8 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	if len(keys) == 0 {
-		log.Warn("no API keys configured: every endpoint is open to anyone who can reach the service; set auth.keys")
+	if len(keys) == 0 && cfg.Auth.OIDC.Issuer == "" {
+		log.Warn("no API keys configured, nor auth.oidc.issuer: every endpoint is open to anyone who can reach the service; set auth.keys")
 	}
 	secret := []byte(cfg.Cursor.Secret)
 	if len(secret) == 0 {
@@ -136,6 +136,7 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 		MaxBodyBytes: int64(cfg.Limits.MaxBodyBytes),
 		CursorSecret: secret,
 		Keys:         keys,
+		OIDC:         oidcOptions(cfg.Auth.OIDC),
 		MetricsOpen:  cfg.Auth.MetricsOpen,
 		Metrics:      metrics,
 	})
@@ -228,4 +229,17 @@ func apiKeys(in []config.Key) ([]api.Key, error) {
 		out = append(out, ak)
 	}
 	return out, nil
+}
+
+// oidcOptions turns the configured OpenID Connect issuer into the handler's.
+func oidcOptions(o config.OIDC) api.OIDC {
+	return api.OIDC{
+		Issuer:          o.Issuer,
+		Audience:        o.Audience,
+		RolesClaim:      o.RolesClaim,
+		Roles:           map[string][]string{"ingest": o.Roles.Ingest, "analyst": o.Roles.Analyst, "admin": o.Roles.Admin},
+		Leeway:          o.Leeway,
+		RefreshInterval: o.RefreshInterval,
+		FetchTimeout:    o.FetchTimeout,
+	}
 }
