@@ -191,6 +191,24 @@ func TestTokenRefusals(t *testing.T) {
 	}
 }
 
+// TestTokenBadSignatureFetchesNothing: a token under a held kid whose
+// signature fails is forged or damaged, not a sign of rotation, so it never
+// costs the issuer a request (go-oidc's RemoteKeySet would refetch).
+func TestTokenBadSignatureFetchesNothing(t *testing.T) {
+	e, iss, clk := newTokenEnv(t, envOptions{}, nil)
+	if w := e.do("GET", "/data", "", bearer(iss.token(kidRS, clk, "ana", "data-analyst"))...); w.Code != 200 {
+		t.Fatal(w.Code)
+	}
+	for range 3 {
+		clk.Advance(testRefresh)
+		forged := iss.signWith(signingKey{jose.RS256, rsaKeys()[1]}, kidRS, iss.claims(clk, "ana", "data-admin"))
+		wantProblem(t, e.do("GET", "/data", "", bearer(forged)...), 401, "signature does not verify")
+	}
+	if n := iss.keyFetches.Load(); n != 1 {
+		t.Errorf("bad signatures under a held kid fetched the keys: %d fetches, want 1", n)
+	}
+}
+
 // TestTokenWithoutKid is accepted when a held key verifies it, as go-oidc
 // does: some providers with a single key leave kid out.
 func TestTokenWithoutKid(t *testing.T) {
