@@ -1,17 +1,20 @@
 package api
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/data-api/data-api/model"
 )
 
-// Roles an API key may hold.
+// Roles an API key or a token may hold.
 const (
 	roleIngest  = "ingest"  // POST /data, POST /consents
 	roleAnalyst = "analyst" // GET /data, /data/export, /consents/{id}
@@ -26,12 +29,39 @@ type Key struct {
 	Roles  []string
 }
 
-type authenticator struct {
-	keys []Key
+// caller is who sent a request: the name the ledger records and its roles.
+type caller struct {
+	name  string
+	roles []string
+	token bool // authenticated by a token rather than an API key
 }
 
-func newAuthenticator(keys []Key) *authenticator {
-	return &authenticator{keys: keys}
+type authenticator struct {
+	keys   []Key
+	tokens *tokenIssuer // nil without an OpenID Connect issuer
+}
+
+func newAuthenticator(keys []Key, o OIDC, now func() time.Time, log *slog.Logger) *authenticator {
+	a := &authenticator{keys: keys}
+	if o.Issuer != "" {
+		a.tokens = newTokenIssuer(o, now, log)
+	}
+	return a
+}
+
+// enabled reports whether requests need a credential.
+func (a *authenticator) enabled() bool { return len(a.keys) > 0 || a.tokens != nil }
+
+// authenticate finds the caller whose credential is secret: an API key, or
+// else a token of the issuer.
+func (a *authenticator) authenticate(ctx context.Context, secret string) (caller, error) {
+	if k, ok := a.lookup(secret); ok {
+		return caller{name: k.Name, roles: k.Roles}, nil
+	}
+	if a.tokens == nil {
+		return caller{}, model.Errorf(errInvalidToken, "the API key is not known")
+	}
+	return a.tokens.verify(ctx, secret)
 }
 
 // lookup finds the key whose hash matches secret. Every key is compared, in
@@ -50,34 +80,54 @@ func (a *authenticator) lookup(secret string) (Key, bool) {
 	return found, ok == 1
 }
 
-const keyNameKey = "data-api.key"
+const callerKey = "data-api.caller"
 
-// require lets a request through when it carries a key with role; role ""
-// accepts any known key. Without configured keys every request passes.
+// require lets a request through when it carries an API key or a token with
+// role; role "" accepts any known key or valid token. Without configured keys
+// or issuer every request passes.
 func (h *Handler) require(role string) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if len(h.auth.keys) == 0 {
+		if !h.auth.enabled() {
 			return
 		}
 		scheme, secret, found := strings.Cut(c.GetHeader("Authorization"), " ")
 		if !found || !strings.EqualFold(scheme, "Bearer") || secret == "" {
-			writeError(c, h.log, model.Errorf(errUnauthorized, "send an API key as Authorization: Bearer <key>"))
+			writeError(c, h.log, model.Errorf(errUnauthorized, h.auth.howToAuthenticate()))
 			return
 		}
-		k, ok := h.auth.lookup(secret)
-		if !ok {
-			writeError(c, h.log, model.Errorf(errUnauthorized, "the API key is not known"))
+		who, err := h.auth.authenticate(c.Request.Context(), secret)
+		if err != nil {
+			writeError(c, h.log, err)
 			return
 		}
-		if role != "" && !slices.Contains(k.Roles, role) {
-			writeError(c, h.log, model.Errorf(errForbidden, "the API key "+k.Name+" lacks the "+role+" role this endpoint needs"))
+		if role != "" && !slices.Contains(who.roles, role) {
+			writeError(c, h.log, model.Errorf(errForbidden, h.auth.lacks(who, role)))
 			return
 		}
-		c.Set(keyNameKey, k.Name)
+		c.Set(callerKey, who.name)
 	}
 }
 
-// keyName is the name of the key that authenticated the request, or "".
-func keyName(c *gin.Context) string {
-	return c.GetString(keyNameKey)
+func (a *authenticator) howToAuthenticate() string {
+	if a.tokens == nil {
+		return "send an API key as Authorization: Bearer <key>"
+	}
+	return "send an API key or a token of " + a.tokens.o.Issuer + " as Authorization: Bearer <credential>"
+}
+
+// lacks says that who lacks role, naming the key, or for a token the claim
+// its roles come from; never the token's subject or claims.
+func (a *authenticator) lacks(who caller, role string) string {
+	if who.token {
+		return "the token does not grant the " + role + " role this endpoint needs; its " +
+			a.tokens.o.RolesClaim + " claim holds no value mapped to " + role
+	}
+	return "the API key " + who.name + " lacks the " + role + " role this endpoint needs"
+}
+
+// callerName is the name of who authenticated the request, as the ledger
+// records it: the API key's name, or "oidc:" and a token's subject; "" when
+// authentication is off.
+func callerName(c *gin.Context) string {
+	return c.GetString(callerKey)
 }

@@ -31,7 +31,7 @@ func (h *Handler) consent(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	out, err := h.svc.Consent(c.Request.Context(), c.Param("dialogId"), consent, keyName(c))
+	out, err := h.svc.Consent(c.Request.Context(), c.Param("dialogId"), consent, callerName(c))
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,7 @@ func (h *Handler) erase(c *gin.Context) error {
 	if err := noQuery(c); err != nil {
 		return err
 	}
-	out, err := h.svc.Erase(c.Request.Context(), c.Param("customerId"), keyName(c))
+	out, err := h.svc.Erase(c.Request.Context(), c.Param("customerId"), callerName(c))
 	if err != nil {
 		return err
 	}

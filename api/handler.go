@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -30,8 +31,13 @@ type Dialogues interface {
 type Options struct {
 	Logger       *slog.Logger
 	MaxBodyBytes int64
-	// Keys are the accepted API keys. With none, every endpoint is open.
+	// Keys are the accepted API keys. With none and no OIDC issuer, every
+	// endpoint is open.
 	Keys []Key
+	// OIDC configures the tokens accepted beside the keys.
+	OIDC OIDC
+	// Clock tells the time for the checks of tokens; nil is time.Now.
+	Clock func() time.Time
 	// MetricsOpen serves /metrics without a key even when keys exist.
 	MetricsOpen bool
 	Metrics     *Metrics
@@ -56,11 +62,14 @@ func NewHandler(svc Dialogues, o Options) *Handler {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics()
 	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
 	h := &Handler{
 		svc:  svc,
 		o:    o,
 		log:  o.Logger,
-		auth: newAuthenticator(o.Keys),
+		auth: newAuthenticator(o.Keys, o.OIDC, o.Clock, o.Logger),
 		ids:  newRequestIDs(),
 	}
 	h.engine = h.routes()

@@ -37,7 +37,7 @@ var kinds = []struct {
 	{model.ErrInvalid, kind{http.StatusBadRequest, "invalid-request", "Invalid request"}},
 	{errTooLarge, kind{http.StatusRequestEntityTooLarge, "body-too-large", "Request body too large"}},
 	{errUnauthorized, kind{http.StatusUnauthorized, "unauthorized", "Authentication required"}},
-	{errForbidden, kind{http.StatusForbidden, "forbidden", "Not allowed for this API key"}},
+	{errForbidden, kind{http.StatusForbidden, "forbidden", "Not allowed for this credential"}},
 	{model.ErrNotFound, kind{http.StatusNotFound, "not-found", "Not found"}},
 	{errNoRoute, kind{http.StatusNotFound, "no-such-route", "No such route"}},
 	{errMethodNotAllowed, kind{http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed"}},
@@ -96,6 +96,8 @@ func writeError(c *gin.Context, log *slog.Logger, err error) {
 	switch {
 	case k.status >= 500:
 		log.ErrorContext(c.Request.Context(), "request failed", "route", route(c), "status", k.status, "err", err)
+	case errors.Is(err, errInvalidToken):
+		c.Header("WWW-Authenticate", `Bearer realm="data-api", error="invalid_token"`)
 	case k.status == http.StatusUnauthorized:
 		c.Header("WWW-Authenticate", `Bearer realm="data-api"`)
 	}

@@ -57,8 +57,8 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	}
 	log := o.Logger
 	a := &App{cfg: cfg, log: log}
-	if len(cfg.Auth.Keys) == 0 {
-		log.Warn("no API keys configured: every endpoint is open to anyone who can reach the service; set auth.keys")
+	if len(cfg.Auth.Keys) == 0 && cfg.Auth.OIDC.Issuer == "" {
+		log.Warn("no API keys configured, nor auth.oidc.issuer: every endpoint is open to anyone who can reach the service; set auth.keys")
 	}
 	if cfg.Cursor.Secret == "" {
 		log.Info("cursor.secret not set: pagination cursors are valid for this process only")
@@ -99,12 +99,23 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	for i, k := range cfg.Auth.Keys {
 		keys[i] = api.Key{Name: k.Name, SHA256: k.Digest(), Roles: k.Roles}
 	}
+	oidc := cfg.Auth.OIDC
 	a.handlerOptions = api.Options{
 		Logger:       log,
 		MaxBodyBytes: int64(cfg.Limits.MaxBodyBytes),
 		Keys:         keys,
-		MetricsOpen:  cfg.Auth.MetricsOpen,
-		Metrics:      a.Metrics,
+		OIDC: api.OIDC{
+			Issuer:          oidc.Issuer,
+			Audience:        oidc.Audience,
+			RolesClaim:      oidc.RolesClaim,
+			Roles:           map[string][]string{"ingest": oidc.Roles.Ingest, "analyst": oidc.Roles.Analyst, "admin": oidc.Roles.Admin},
+			Leeway:          oidc.Leeway,
+			RefreshInterval: oidc.RefreshInterval,
+			FetchTimeout:    oidc.FetchTimeout,
+		},
+		Clock:       o.Clock,
+		MetricsOpen: cfg.Auth.MetricsOpen,
+		Metrics:     a.Metrics,
 	}
 	a.Handler = a.HandlerFor(a.Service)
 	return a, nil

@@ -103,10 +103,32 @@ type Log struct {
 	Level string `mapstructure:"level"` // debug, info, warn or error
 }
 
-// Auth configures API keys. With no keys the service needs no authentication.
+// Auth configures API keys and the OpenID Connect issuer whose tokens are
+// accepted beside them. With neither the service needs no authentication.
 type Auth struct {
 	Keys        []Key `mapstructure:"keys"`
 	MetricsOpen bool  `mapstructure:"metrics_open"` // GET /metrics needs no key
+	OIDC        OIDC  `mapstructure:"oidc"`
+}
+
+// OIDC configures the acceptance of tokens issued by an OpenID Connect
+// provider. With Issuer empty no token is accepted.
+type OIDC struct {
+	Issuer          string        `mapstructure:"issuer"`      // exactly as the tokens' iss claim
+	Audience        string        `mapstructure:"audience"`    // a value the tokens' aud must hold
+	RolesClaim      string        `mapstructure:"roles_claim"` // a claim name or a dotted path, e.g. realm_access.roles
+	Roles           OIDCRoles     `mapstructure:"roles"`
+	Leeway          time.Duration `mapstructure:"leeway"`           // clock skew allowed on exp, nbf, iat
+	RefreshInterval time.Duration `mapstructure:"refresh_interval"` // least time between two fetches from the provider
+	FetchTimeout    time.Duration `mapstructure:"fetch_timeout"`
+}
+
+// OIDCRoles lists, for each role of the service, the values of the roles
+// claim that grant it.
+type OIDCRoles struct {
+	Ingest  []string `mapstructure:"ingest"`
+	Analyst []string `mapstructure:"analyst"`
+	Admin   []string `mapstructure:"admin"`
 }
 
 // Key is one API key. Exactly one of Key and SHA256 is set.

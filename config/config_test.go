@@ -33,7 +33,24 @@ var want = Config{
 	Limits:    Limits{MaxTextBytes: 8192, MaxBodyBytes: 65536},
 	Retention: Retention{MaxAge: 0, Interval: time.Hour, BatchSize: 1000},
 	Log:       Log{Level: "info"},
-	Auth:      Auth{Keys: []Key{}},
+	Auth: Auth{Keys: []Key{}, OIDC: OIDC{
+		RolesClaim:      "roles",
+		Roles:           OIDCRoles{Ingest: []string{}, Analyst: []string{}, Admin: []string{}},
+		Leeway:          30 * time.Second,
+		RefreshInterval: 10 * time.Second,
+		FetchTimeout:    5 * time.Second,
+	}},
+}
+
+// validOIDC is an issuer's configuration that passes validation.
+var validOIDC = OIDC{
+	Issuer:          "https://keycloak.example.com/realms/acme",
+	Audience:        "data-api",
+	RolesClaim:      "realm_access.roles",
+	Roles:           OIDCRoles{Ingest: []string{"chatbot"}, Analyst: []string{"data-analyst"}, Admin: []string{}},
+	Leeway:          30 * time.Second,
+	RefreshInterval: 10 * time.Second,
+	FetchTimeout:    5 * time.Second,
 }
 
 // inEmptyDir runs the test in an empty directory, so that Load finds no file
@@ -198,7 +215,8 @@ func TestLoadEnvOverridesEveryKey(t *testing.T) {
 		value   string
 		got     func(Config) any
 		want    any
-		problem string // set when no other valid value exists: the value must reach validation
+		problem string   // set when no other valid value exists: the value must reach validation
+		with    []string // other variables the value needs to be valid
 	}{
 		"server.addr":                 {value: "127.0.0.1:9000", got: func(c Config) any { return c.Server.Addr }, want: "127.0.0.1:9000"},
 		"server.read_header_timeout":  {value: "2s", got: func(c Config) any { return c.Server.ReadHeaderTimeout }, want: 2 * time.Second},
@@ -236,7 +254,31 @@ func TestLoadEnvOverridesEveryKey(t *testing.T) {
 			},
 		},
 		"auth.metrics_open": {value: "true", got: func(c Config) any { return c.Auth.MetricsOpen }, want: true},
-		"cursor.secret":     {value: "a-cursor-secret-of-32-characters", got: func(c Config) any { return c.Cursor.Secret }, want: "a-cursor-secret-of-32-characters"},
+		"auth.oidc.issuer": {
+			value: "https://keycloak.example.com/realms/acme", got: func(c Config) any { return c.Auth.OIDC.Issuer }, want: "https://keycloak.example.com/realms/acme",
+			with: []string{"DATA_API_AUTH_OIDC_AUDIENCE=data-api", `DATA_API_AUTH_OIDC_ROLES_ANALYST=["data-analyst"]`},
+		},
+		"auth.oidc.audience": {
+			value: "data-api", got: func(c Config) any { return c.Auth.OIDC.Audience }, want: "data-api",
+			with: []string{"DATA_API_AUTH_OIDC_ISSUER=http://127.0.0.1:8180/realms/acme", `DATA_API_AUTH_OIDC_ROLES_ANALYST=["data-analyst"]`},
+		},
+		"auth.oidc.roles_claim": {value: "realm_access.roles", got: func(c Config) any { return c.Auth.OIDC.RolesClaim }, want: "realm_access.roles"},
+		"auth.oidc.roles.ingest": {
+			value: `["chatbot","bot"]`, got: func(c Config) any { return c.Auth.OIDC.Roles.Ingest }, want: []string{"chatbot", "bot"},
+			with: []string{"DATA_API_AUTH_OIDC_ISSUER=https://idp.example.com", "DATA_API_AUTH_OIDC_AUDIENCE=data-api"},
+		},
+		"auth.oidc.roles.analyst": {
+			value: `["data-analyst"]`, got: func(c Config) any { return c.Auth.OIDC.Roles.Analyst }, want: []string{"data-analyst"},
+			with: []string{"DATA_API_AUTH_OIDC_ISSUER=https://idp.example.com", "DATA_API_AUTH_OIDC_AUDIENCE=data-api"},
+		},
+		"auth.oidc.roles.admin": {
+			value: `["dpo"]`, got: func(c Config) any { return c.Auth.OIDC.Roles.Admin }, want: []string{"dpo"},
+			with: []string{"DATA_API_AUTH_OIDC_ISSUER=https://idp.example.com", "DATA_API_AUTH_OIDC_AUDIENCE=data-api"},
+		},
+		"auth.oidc.leeway":           {value: "1m", got: func(c Config) any { return c.Auth.OIDC.Leeway }, want: time.Minute},
+		"auth.oidc.refresh_interval": {value: "1m", got: func(c Config) any { return c.Auth.OIDC.RefreshInterval }, want: time.Minute},
+		"auth.oidc.fetch_timeout":    {value: "2s", got: func(c Config) any { return c.Auth.OIDC.FetchTimeout }, want: 2 * time.Second},
+		"cursor.secret":              {value: "a-cursor-secret-of-32-characters", got: func(c Config) any { return c.Cursor.Secret }, want: "a-cursor-secret-of-32-characters"},
 	}
 
 	keys := embeddedKeys(t)
@@ -255,7 +297,7 @@ func TestLoadEnvOverridesEveryKey(t *testing.T) {
 	for key, tt := range tests {
 		t.Run(key, func(t *testing.T) {
 			name := "DATA_API_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
-			got, err := Load("", []string{"PATH=/bin", name + "=" + tt.value})
+			got, err := Load("", append([]string{"PATH=/bin", name + "=" + tt.value}, tt.with...))
 			if tt.problem != "" {
 				if p := problems(t, err); !slices.Equal(p, []string{tt.problem}) {
 					t.Errorf("got problems %q, want %q", p, tt.problem)
@@ -334,9 +376,12 @@ func TestLoadRejects(t *testing.T) {
 		},
 		{
 			name: "unknown keys",
-			file: "serverr:\n  addr: x\ndialogues:\n  shard: 8\nauth:\n  keys:\n    - name: bot\n      key: 0123456789abcdef\n      role: [ingest]\n      roles: [ingest]\n",
+			file: "serverr:\n  addr: x\ndialogues:\n  shard: 8\nauth:\n  keys:\n    - name: bot\n      key: 0123456789abcdef\n      role: [ingest]\n      roles: [ingest]\n" +
+				"  oidc:\n    issuer: https://idp.example.com\n    audience: data-api\n    client_id: x\n    roles:\n      analysts: [data-analyst]\n      analyst: [data-analyst]\n",
 			want: []string{
 				"auth.keys[0].role: unknown key",
+				"auth.oidc.client_id: unknown key",
+				"auth.oidc.roles.analysts: unknown key",
 				"dialogues.shard: unknown key",
 				"serverr: unknown key",
 			},
@@ -345,6 +390,19 @@ func TestLoadRejects(t *testing.T) {
 			name:    "unknown field in auth keys JSON",
 			environ: []string{`DATA_API_AUTH_KEYS=[{"name":"bot","key":"0123456789abcdef","roles":["ingest"],"rolez":["admin"]}]`},
 			want:    []string{"auth.keys[0].rolez: unknown key"},
+		},
+		{
+			name:    "oidc roles not JSON",
+			environ: []string{"DATA_API_AUTH_OIDC_ROLES_ADMIN=dpo"},
+			want:    []string{"auth.oidc.roles.admin: DATA_API_AUTH_OIDC_ROLES_ADMIN must be a JSON list: invalid character 'd' looking for beginning of value"},
+		},
+		{
+			name: "oidc in YAML",
+			file: "auth:\n  oidc:\n    issuer: http://keycloak.example.com/realms/acme\n    roles:\n      admin: [dpo]\n",
+			want: []string{
+				`auth.oidc.issuer: must be an https URL (http only to a loopback host), got "http://keycloak.example.com/realms/acme"`,
+				"auth.oidc.audience: must be set with auth.oidc.issuer: the aud value the tokens are issued for, e.g. data-api",
+			},
 		},
 		{
 			name:    "auth keys not JSON",
@@ -450,6 +508,50 @@ func TestValidate(t *testing.T) {
 		{"unknown role", func(c *Config) {
 			c.Auth.Keys = []Key{{Name: "a", Key: "0123456789abcdef", Roles: []string{"ingest", "root"}}}
 		}, "auth.keys[0].roles", `must list only ingest, analyst, admin, got "root"`},
+		{"key named like a token's caller", func(c *Config) {
+			c.Auth.Keys = []Key{{Name: "oidc:alice", Key: "0123456789abcdef", Roles: []string{"admin"}}}
+		}, "auth.keys[0].name", `must not start with "oidc:", which names the callers of tokens in the ledger, got "oidc:alice"`},
+		{"key named oidc without colon", func(c *Config) {
+			c.Auth.Keys = []Key{{Name: "oidc-bridge", Key: "0123456789abcdef", Roles: []string{"admin"}}}
+		}, "", ""},
+		{"valid oidc", func(c *Config) { c.Auth.OIDC = validOIDC }, "", ""},
+		{"oidc beside keys", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.Keys = valid }, "", ""},
+		{"oidc on loopback http", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.Issuer = "http://127.0.0.1:8180/realms/acme" }, "", ""},
+		{"oidc on localhost http", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.Issuer = "http://localhost:8180/realms/acme" }, "", ""},
+		{"oidc on IPv6 loopback http", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.Issuer = "http://[::1]:8180" }, "", ""},
+		{"oidc issuer with trailing slash", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.Issuer = "https://acme.eu.auth0.com/" }, "", ""},
+		{"oidc scope claim", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.RolesClaim = "scope" }, "", ""},
+		{"oidc URL-named claim", func(c *Config) {
+			c.Auth.OIDC = validOIDC
+			c.Auth.OIDC.RolesClaim = "https://data-api.example.com/roles"
+		}, "", ""},
+		{"oidc one value for two roles", func(c *Config) {
+			c.Auth.OIDC = validOIDC
+			c.Auth.OIDC.Roles = OIDCRoles{Analyst: []string{"dpo"}, Admin: []string{"dpo"}}
+		}, "", ""},
+		{"oidc zero leeway", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.Leeway = 0 }, "", ""},
+		{"oidc audience without issuer", func(c *Config) { c.Auth.OIDC.Audience = "data-api" }, "auth.oidc.issuer", "must be set when auth.oidc.audience or auth.oidc.roles is"},
+		{"oidc roles without issuer", func(c *Config) { c.Auth.OIDC.Roles.Admin = []string{"dpo"} }, "auth.oidc.issuer", "must be set when auth.oidc.audience or auth.oidc.roles is"},
+		{"oidc plain http", func(c *Config) {
+			c.Auth.OIDC = validOIDC
+			c.Auth.OIDC.Issuer = "http://keycloak.example.com/realms/acme"
+		}, "auth.oidc.issuer", `must be an https URL (http only to a loopback host), got "http://keycloak.example.com/realms/acme"`},
+		{"oidc http to a host named like loopback", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.Issuer = "http://127.0.0.1.nip.io/realms/acme" }, "auth.oidc.issuer", `must be an https URL (http only to a loopback host), got "http://127.0.0.1.nip.io/realms/acme"`},
+		{"oidc issuer without scheme", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.Issuer = "keycloak.example.com/realms/acme" }, "auth.oidc.issuer", `must be an absolute URL such as https://keycloak.example.com/realms/acme, got "keycloak.example.com/realms/acme"`},
+		{"oidc issuer with query", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.Issuer = "https://idp.example.com/?tenant=a" }, "auth.oidc.issuer", `must have no query or fragment, got "https://idp.example.com/?tenant=a"`},
+		{"oidc issuer with empty fragment", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.Issuer = "https://idp.example.com/#" }, "auth.oidc.issuer", `must have no query or fragment, got "https://idp.example.com/#"`},
+		{"oidc ftp issuer", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.Issuer = "ftp://idp.example.com" }, "auth.oidc.issuer", `must be an https URL (http only to a loopback host), got "ftp://idp.example.com"`},
+		{"oidc without audience", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.Audience = "" }, "auth.oidc.audience", "must be set with auth.oidc.issuer: the aud value the tokens are issued for, e.g. data-api"},
+		{"oidc empty roles claim", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.RolesClaim = "" }, "auth.oidc.roles_claim", `must be a claim name or a dotted path such as realm_access.roles, got ""`},
+		{"oidc roles claim with an empty step", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.RolesClaim = "realm_access..roles" }, "auth.oidc.roles_claim", `must be a claim name or a dotted path such as realm_access.roles, got "realm_access..roles"`},
+		{"oidc roles claim ending with a dot", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.RolesClaim = "roles." }, "auth.oidc.roles_claim", `must be a claim name or a dotted path such as realm_access.roles, got "roles."`},
+		{"oidc no role mapped", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.Roles = OIDCRoles{} }, "auth.oidc.roles", "must map at least one claim value to ingest, analyst or admin"},
+		{"oidc empty role value", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.Roles.Admin = []string{""} }, "auth.oidc.roles.admin", "must not list an empty value"},
+		{"oidc negative leeway", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.Leeway = -time.Second }, "auth.oidc.leeway", "must be between 0s and 5m0s, got -1s"},
+		{"oidc leeway too long", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.Leeway = 5*time.Minute + time.Second }, "auth.oidc.leeway", "must be between 0s and 5m0s, got 5m1s"},
+		{"oidc zero refresh interval", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.RefreshInterval = 0 }, "auth.oidc.refresh_interval", "must be positive, got 0s"},
+		{"oidc zero fetch timeout", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.FetchTimeout = 0 }, "auth.oidc.fetch_timeout", "must be positive, got 0s"},
+		{"oidc leeway checked without issuer", func(c *Config) { c.Auth.OIDC.Leeway = -time.Hour }, "auth.oidc.leeway", "must be between 0s and 5m0s, got -1h0m0s"},
 		{"cursor secret", func(c *Config) { c.Cursor.Secret = "0123456789abcdef" }, "", ""},
 		{"short cursor secret", func(c *Config) { c.Cursor.Secret = "short" }, "cursor.secret", "must be empty or at least 16 characters, got 5"},
 	}

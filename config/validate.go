@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -132,9 +133,17 @@ func (c Config) problems() *Error {
 	return e
 }
 
-// addProblems adds to e the problems of the API keys. No message quotes a
-// secret.
+// tokenPrefix starts the ledger's name for a token's caller, "oidc:" and its
+// subject; no key's name may start so, lest it pass for a token's caller.
+const tokenPrefix = "oidc:"
+
+// maxLeeway bounds auth.oidc.leeway: more would keep expired tokens alive.
+const maxLeeway = 5 * time.Minute
+
+// addProblems adds to e the problems of the API keys and of the OpenID
+// Connect settings. No message quotes a secret.
 func (a Auth) addProblems(e *Error) {
+	a.OIDC.addProblems(e)
 	names := make(map[string]int)   // name → index of its first key
 	secrets := make(map[string]int) // lower-case hex SHA-256 → index of its first key
 	for i, k := range a.Keys {
@@ -143,6 +152,8 @@ func (a Auth) addProblems(e *Error) {
 		switch j, dup := names[k.Name]; {
 		case k.Name == "":
 			e.add(at+".name", "must not be empty")
+		case strings.HasPrefix(k.Name, tokenPrefix):
+			e.add(at+".name", fmt.Sprintf("must not start with %q, which names the callers of tokens in the ledger, got %q", tokenPrefix, k.Name))
 		case dup:
 			e.add(at+".name", fmt.Sprintf("%q is already the name of auth.keys[%d]", k.Name, j))
 		default:
@@ -182,6 +193,69 @@ func (a Auth) addProblems(e *Error) {
 			}
 		}
 	}
+}
+
+func (o OIDC) addProblems(e *Error) {
+	const at = "auth.oidc."
+	roles := []struct {
+		name   string
+		values []string
+	}{{"ingest", o.Roles.Ingest}, {"analyst", o.Roles.Analyst}, {"admin", o.Roles.Admin}}
+	mapped := 0
+	for _, r := range roles {
+		mapped += len(r.values)
+		if slices.Contains(r.values, "") {
+			e.add(at+"roles."+r.name, "must not list an empty value")
+		}
+	}
+	switch {
+	case o.Issuer == "" && (o.Audience != "" || mapped > 0):
+		// Settings that only make sense with an issuer betray a forgotten
+		// one, which would leave tokens refused or, without keys, every
+		// endpoint open.
+		e.add(at+"issuer", "must be set when auth.oidc.audience or auth.oidc.roles is")
+	case o.Issuer != "":
+		if err := issuerURL(o.Issuer); err != "" {
+			e.add(at+"issuer", fmt.Sprintf("%s, got %q", err, o.Issuer))
+		}
+		if o.Audience == "" {
+			e.add(at+"audience", "must be set with auth.oidc.issuer: the aud value the tokens are issued for, e.g. data-api")
+		}
+		if mapped == 0 {
+			e.add(at+"roles", "must map at least one claim value to ingest, analyst or admin")
+		}
+	}
+	if o.RolesClaim == "" || slices.Contains(strings.Split(o.RolesClaim, "."), "") {
+		e.add(at+"roles_claim", fmt.Sprintf("must be a claim name or a dotted path such as realm_access.roles, got %q", o.RolesClaim))
+	}
+	if o.Leeway < 0 || o.Leeway > maxLeeway {
+		e.add(at+"leeway", fmt.Sprintf("must be between 0s and %v, got %v", maxLeeway, o.Leeway))
+	}
+	positive(e, at+"refresh_interval", o.RefreshInterval)
+	positive(e, at+"fetch_timeout", o.FetchTimeout)
+}
+
+// issuerURL says what is wrong with an issuer URL, or "": it must be https,
+// or http to a loopback host, with no query or fragment (OpenID Connect
+// Discovery §2).
+func issuerURL(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || u.Host == "":
+		return "must be an absolute URL such as https://keycloak.example.com/realms/acme"
+	case u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(s, "?#"):
+		return "must have no query or fragment"
+	case u.Scheme == "https":
+		return ""
+	case u.Scheme == "http" && isLoopback(u.Hostname()):
+		return ""
+	}
+	return "must be an https URL (http only to a loopback host)"
+}
+
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || ip != nil && ip.IsLoopback()
 }
 
 // positive adds a problem to e unless v > 0.

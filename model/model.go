@@ -43,7 +43,7 @@ type Decision struct {
 	Consent    bool
 	DecidedAt  time.Time
 	Messages   int
-	KeyName    string // the API key that made the call; empty without auth
+	KeyName    string // who made the call: the API key's name, or "oidc:" and a token's subject; empty without auth
 }
 
 // Consent is a positive decision together with the messages it persists.

@@ -24,7 +24,7 @@ func TestLayers(t *testing.T) {
 		"pending":      {[]string{"model"}, []string{"github.com/redis/go-redis/"}},
 		"service":      {[]string{"model", "pending"}, nil},
 		"repository":   {[]string{"model"}, []string{"gorm.io/", "github.com/mattn/go-sqlite3", "github.com/jackc/"}},
-		"api":          {[]string{"model", "service"}, []string{"github.com/gin-gonic/gin", "github.com/prometheus/"}},
+		"api":          {[]string{"model", "service"}, []string{"github.com/gin-gonic/gin", "github.com/prometheus/", "github.com/coreos/go-oidc/", "github.com/go-jose/go-jose/"}},
 		"config":       {nil, []string{"github.com/spf13/viper", "github.com/go-viper/", "go.yaml.in/yaml/"}},
 		"app":          {[]string{"api", "config", "pending", "repository", "service"}, nil},
 		"cmd/data-api": {[]string{"app", "config"}, nil},
