@@ -64,12 +64,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		log.Info("cursor.secret not set: pagination cursors are valid for this process only")
 	}
 
-	db, err := repository.Open(ctx, repository.Options{
-		Driver:     cfg.Database.Driver,
-		DSN:        cfg.Database.DSN,
-		MaxReaders: cfg.Database.MaxReaders,
-		Logger:     log,
-	})
+	db, err := openDB(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +114,42 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	}
 	a.Handler = a.HandlerFor(a.Service)
 	return a, nil
+}
+
+// openDB opens the database cfg names, with its key ring.
+func openDB(ctx context.Context, cfg config.Config, log *slog.Logger) (*repository.DB, error) {
+	enc := cfg.Encryption
+	keys := make([]repository.MasterKey, len(enc.Keys))
+	for i, k := range enc.Keys {
+		keys[i] = repository.MasterKey{ID: k.ID, Key: k.Bytes(), File: k.File}
+	}
+	return repository.Open(ctx, repository.Options{
+		Driver:     cfg.Database.Driver,
+		DSN:        cfg.Database.DSN,
+		MaxReaders: cfg.Database.MaxReaders,
+		Logger:     log,
+		MasterKeys: keys,
+		ActiveKey:  enc.Active,
+		KeyFile:    enc.KeyFile,
+	})
+}
+
+// RotateKeys rewraps every dialogue key of the database cfg names under
+// the active master key of its key ring (see repository.DB.RotateKeys) and
+// returns how many it rewrapped.
+func RotateKeys(ctx context.Context, cfg config.Config, o Options) (int, error) {
+	if err := cfg.Validate(); err != nil {
+		return 0, fmt.Errorf("configuration: %w", err)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	db, err := openDB(ctx, cfg, o.Logger)
+	if err != nil {
+		return 0, err
+	}
+	n, err := db.RotateKeys(ctx)
+	return n, errors.Join(err, db.Close())
 }
 
 // HandlerFor returns a handler configured as a.Handler that serves svc, so

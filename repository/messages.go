@@ -1,12 +1,18 @@
 package repository
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"gorm.io/gorm"
 
+	"github.com/data-api/data-api/keyring"
 	"github.com/data-api/data-api/model"
 )
 
@@ -16,13 +22,13 @@ import (
 // it would cost a sixth of SQLite's export rate.
 func (db *DB) Messages(ctx context.Context, f model.Filter, after *model.Position, limit int) ([]model.StoredMessage, error) {
 	page := make([]model.StoredMessage, 0, limit)
-	sql, args := selectMessages(f, after, limit)
-	err := db.scan(ctx, sql, args, func(m model.StoredMessage) error {
+	query, args := selectMessages(f, after, limit)
+	err := db.scan(ctx, nil, query, args, func(m model.StoredMessage) error {
 		page = append(page, m)
 		return nil
 	})
 	if err != nil {
-		return nil, unavailable(ctx, "read messages", err)
+		return nil, readFailed(ctx, "read messages", err)
 	}
 	return page, nil
 }
@@ -39,27 +45,49 @@ func (db *DB) Messages(ctx context.Context, f model.Filter, after *model.Positio
 // only. A message is still never repeated, and none that is stored when the
 // export starts and not deleted before it is reached is skipped.
 func (db *DB) Export(ctx context.Context, f model.Filter, fn func(model.StoredMessage) error) error {
+	var fnErr error
+	err := db.export(ctx, nil, f, func(m model.StoredMessage) error {
+		fnErr = fn(m)
+		return fnErr
+	})
+	switch {
+	case fnErr != nil:
+		return fnErr
+	case err != nil:
+		return readFailed(ctx, "export messages", err)
+	}
+	return nil
+}
+
+// readFailed wraps the error of a read for op: of kind model.ErrUnavailable
+// when the database failed, but not when a stored text or key does not
+// open, which no retry mends; the service then answers 500 and logs it.
+func readFailed(ctx context.Context, op string, err error) error {
+	if errors.Is(err, keyring.ErrOpen) || errors.Is(err, keyring.ErrNotInRing) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return unavailable(ctx, op, err)
+}
+
+// export is Export on conn (a read connection when nil), returning fn's
+// error and the database's alike.
+func (db *DB) export(ctx context.Context, conn *gorm.DB, f model.Filter, fn func(model.StoredMessage) error) error {
 	var (
-		fnErr error
 		after *model.Position
 		n     int
 	)
 	each := func(m model.StoredMessage) error {
 		n++
 		after = &model.Position{CreatedAt: m.CreatedAt, ID: m.ID}
-		fnErr = fn(m)
-		return fnErr
+		return fn(m)
 	}
 	for {
 		n = 0
-		sql, args := selectMessages(f, after, db.exportPage)
-		err := db.scan(ctx, sql, args, each)
-		switch {
-		case fnErr != nil:
-			return fnErr
-		case err != nil:
-			return unavailable(ctx, "export messages", err)
-		case db.exportPage == 0 || n < db.exportPage:
+		query, args := selectMessages(f, after, db.exportPage)
+		if err := db.scan(ctx, conn, query, args, each); err != nil {
+			return err
+		}
+		if db.exportPage == 0 || n < db.exportPage {
 			return nil
 		}
 	}
@@ -67,30 +95,35 @@ func (db *DB) Export(ctx context.Context, f model.Filter, fn func(model.StoredMe
 
 // selectMessages returns the query for the messages matching f that come
 // after position after (from the newest when nil), newest first, at most
-// limit of them (all when limit is 0), and its arguments.
+// limit of them (all when limit is 0), each with the wrapped key of its
+// dialogue, and its arguments. The CROSS JOIN keeps sealed_messages the
+// outer loop on SQLite, walking the index that gives the order, with one
+// primary key look-up in dialogue_keys per row; PostgreSQL reads it as the
+// inner join it is. A message whose key is gone (none is, but for one
+// written by a consent racing the withdrawal of its dialogue in another
+// process) is left out: nothing could read it.
 func selectMessages(f model.Filter, after *model.Position, limit int) (string, []any) {
 	var (
-		where []string
+		where = []string{"k.dialogue_id = m.dialogue_id"}
 		args  []any
 	)
 	if f.Language != "" {
-		where = append(where, "language = ?")
+		where = append(where, "m.language = ?")
 		args = append(args, f.Language)
 	}
 	if f.CustomerID != "" {
-		where = append(where, "customer_id = ?")
+		where = append(where, "m.customer_id = ?")
 		args = append(args, f.CustomerID)
 	}
 	if after != nil {
-		where = append(where, "(created_at, id) < (?, ?)")
+		where = append(where, "(m.created_at, m.id) < (?, ?)")
 		args = append(args, after.CreatedAt.UnixNano(), after.ID)
 	}
 	var b strings.Builder
-	b.WriteString("SELECT id, customer_id, dialogue_id, language, text, created_at FROM messages")
-	if len(where) > 0 {
-		b.WriteString(" WHERE " + strings.Join(where, " AND "))
-	}
-	b.WriteString(" ORDER BY created_at DESC, id DESC")
+	b.WriteString("SELECT m.id, m.customer_id, m.dialogue_id, m.language, m.sealed, m.created_at, k.customer_id, k.master_key, k.wrapped" +
+		" FROM sealed_messages m CROSS JOIN dialogue_keys k WHERE ")
+	b.WriteString(strings.Join(where, " AND "))
+	b.WriteString(" ORDER BY m.created_at DESC, m.id DESC")
 	if limit > 0 {
 		b.WriteString(" LIMIT ?")
 		args = append(args, limit)
@@ -98,65 +131,92 @@ func selectMessages(f model.Filter, after *model.Position, limit int) (string, [
 	return b.String(), args
 }
 
-// scan runs a query made by selectMessages on a read connection and calls fn
-// for each row until fn returns an error or ctx ends. Rows are read from the
-// connection one at a time (GORM's Rows hands over database/sql's cursor
-// as is), never gathered in memory.
-func (db *DB) scan(ctx context.Context, sql string, args []any, fn func(model.StoredMessage) error) error {
-	return db.reader.WithContext(ctx).Connection(func(conn *gorm.DB) error {
-		// Given a cancellable context, the SQLite driver steps every row in a
-		// goroutine of its own so that it can interrupt it, which halves the
-		// export rate. Each row here is one step along an index, so checking
-		// ctx between rows stops the query as promptly. PostgreSQL takes
-		// ctx (see dialect.interruptQueries).
-		qctx := context.WithoutCancel(ctx)
-		if db.interruptQueries {
-			qctx = ctx
-		}
-		rows, err := conn.WithContext(qctx).Raw(sql, args...).Rows()
-		if err != nil {
+// scan runs query, made by selectMessages, on conn (a read connection when
+// nil) and calls fn for each row, its text opened, until fn returns an
+// error or ctx ends. Rows are read from the connection one at a time
+// (GORM's Rows hands over database/sql's cursor as is), never gathered in
+// memory.
+func (db *DB) scan(ctx context.Context, conn *gorm.DB, query string, args []any, fn func(model.StoredMessage) error) error {
+	if conn == nil {
+		return db.reader.WithContext(ctx).Connection(func(conn *gorm.DB) error {
+			return db.scan(ctx, conn, query, args, fn)
+		})
+	}
+	// Given a cancellable context, the SQLite driver steps every row in a
+	// goroutine of its own so that it can interrupt it, which halves the
+	// export rate. Each row here is one step along an index, so checking
+	// ctx between rows stops the query as promptly. PostgreSQL takes ctx
+	// (see dialect.interruptQueries).
+	qctx := context.WithoutCancel(ctx)
+	if db.interruptQueries {
+		qctx = ctx
+	}
+	rows, err := conn.WithContext(qctx).Raw(query, args...).Rows()
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var (
+		sealed, owner, master, wrapped sql.RawBytes
+		ad                             []byte
+		last                           cachedKey // the key of the row before, as often the same dialogue's
+	)
+	for rows.Next() {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			var (
-				m  model.StoredMessage
-				ns int64
-			)
-			if err := rows.Scan(&m.ID, &m.CustomerID, &m.DialogueID, &m.Language, &m.Text, &ns); err != nil {
-				return err
-			}
-			m.CreatedAt = fromNanos(ns)
-			if err := fn(m); err != nil {
-				return err
-			}
+		var (
+			m  model.StoredMessage
+			ns int64
+		)
+		if err := rows.Scan(&m.ID, &m.CustomerID, &m.DialogueID, &m.Language, &sealed, &ns, &owner, &master, &wrapped); err != nil {
+			return err
 		}
-		return rows.Err()
-	})
+		key := last.key
+		if m.DialogueID != last.dialogueID || string(owner) != last.customerID || !bytes.Equal(wrapped, last.wrapped) {
+			c := string(owner)
+			if key, err = db.unwrap(m.DialogueID, c, string(master), wrapped); err != nil {
+				return err
+			}
+			last = cachedKey{dialogueID: m.DialogueID, customerID: c, wrapped: append(last.wrapped[:0], wrapped...), key: key}
+		}
+		ad = messageAD(ad[:0], m.DialogueID, m.CustomerID, m.Language, ns)
+		text, err := key.Open(nil, sealed, ad)
+		if err != nil {
+			return fmt.Errorf("open a stored text: %w", err)
+		}
+		m.Text = string(text)
+		m.CreatedAt = fromNanos(ns)
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
 
-// EraseCustomer hard-deletes every stored message of e.CustomerID, records e
-// with Messages set to the number deleted in the same transaction, and
-// returns that number. It then scrubs the database files of the deleted
-// text; if that fails, the deletion stands, EraseCustomer returns the number
-// deleted with an error of kind model.ErrUnavailable, and calling it again
-// completes the scrub.
+// EraseCustomer hard-deletes every stored message of e.CustomerID and the
+// keys of its dialogues, records e with Messages set to the number deleted
+// in the same transaction, and returns that number. It then scrubs the
+// database files of the deleted rows; if that fails, the deletion stands,
+// EraseCustomer returns the number deleted with an error of kind
+// model.ErrUnavailable, and calling it again completes the scrub.
 func (db *DB) EraseCustomer(ctx context.Context, e model.Erasure) (int, error) {
 	var deleted int
 	err := db.writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		res := tx.Exec("DELETE FROM messages WHERE customer_id = ?", e.CustomerID)
+		res := tx.Exec("DELETE FROM sealed_messages WHERE customer_id = ?", e.CustomerID)
 		if res.Error != nil {
 			return res.Error
 		}
 		deleted = int(res.RowsAffected)
+		if err := tx.Exec("DELETE FROM dialogue_keys WHERE customer_id = ?", e.CustomerID).Error; err != nil {
+			return err
+		}
 		return tx.Create(&erasureRow{CustomerID: e.CustomerID, ErasedAt: e.ErasedAt.UnixNano(), Messages: deleted, KeyName: e.KeyName}).Error
 	})
 	if err != nil {
 		return 0, unavailable(ctx, "erase customer", err)
 	}
+	db.keys.dropCustomer(e.CustomerID)
 	// The deletion is committed: scrub even if the caller has gone.
 	if err := db.scrub(context.WithoutCancel(ctx), db.writer); err != nil {
 		return deleted, unavailable(ctx, "erase customer: the deletion is committed but the database files are not yet scrubbed", err)
@@ -165,16 +225,94 @@ func (db *DB) EraseCustomer(ctx context.Context, e model.Erasure) (int, error) {
 }
 
 // DeleteCreatedBefore hard-deletes at most limit stored messages created
-// before t, oldest first, and returns how many it deleted.
+// before t, oldest first, and the keys of their dialogues left without a
+// message, and returns how many messages it deleted. On SQLite it then has
+// the database files scrubbed in the background (see scrubber).
 func (db *DB) DeleteCreatedBefore(ctx context.Context, t time.Time, limit int) (int, error) {
 	if limit < 1 {
 		return 0, nil
 	}
-	res := db.writer.WithContext(ctx).Exec(
-		"DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE created_at < ? ORDER BY created_at, id LIMIT ?)",
-		t.UnixNano(), limit)
-	if res.Error != nil {
-		return 0, unavailable(ctx, "delete old messages", res.Error)
+	const oldest = "SELECT id FROM sealed_messages WHERE created_at < ? ORDER BY created_at, id LIMIT ?"
+	var (
+		deleted   int
+		dialogues []string
+	)
+	err := db.writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Raw("SELECT DISTINCT dialogue_id FROM sealed_messages WHERE id IN ("+oldest+")", t.UnixNano(), limit).
+			Scan(&dialogues).Error; err != nil {
+			return err
+		}
+		res := tx.Exec("DELETE FROM sealed_messages WHERE id IN ("+oldest+")", t.UnixNano(), limit)
+		if res.Error != nil {
+			return res.Error
+		}
+		deleted = int(res.RowsAffected)
+		for chunk := range slices.Chunk(dialogues, insertBatch) {
+			if err := tx.Exec("DELETE FROM dialogue_keys WHERE dialogue_id IN ? AND NOT EXISTS"+
+				" (SELECT 1 FROM sealed_messages m WHERE m.dialogue_id = dialogue_keys.dialogue_id)", chunk).Error; err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, unavailable(ctx, "delete old messages", err)
 	}
-	return int(res.RowsAffected), nil
+	// Those whose key stays are read again from their row when needed.
+	db.keys.drop(dialogues...)
+	if deleted > 0 {
+		db.scrubs.request()
+	}
+	return deleted, nil
+}
+
+// CustomerData calls fn for everything stored about a customer, as of one
+// moment: their messages, newest first, as Export gives them; then their
+// consent ledger entries and their erasure records, oldest first. It stops
+// at fn's first error, which it returns as is, or when ctx ends.
+func (db *DB) CustomerData(ctx context.Context, customerID string, fn func(model.CustomerRecord) error) error {
+	var fnErr error
+	emit := func(r model.CustomerRecord) error {
+		fnErr = fn(r)
+		return fnErr
+	}
+	// One read transaction, so that the three parts agree: on PostgreSQL,
+	// repeatable read; on SQLite every read transaction is a snapshot.
+	err := db.reader.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := db.export(ctx, tx, model.Filter{CustomerID: customerID}, func(m model.StoredMessage) error {
+			return emit(model.CustomerRecord{Message: &m})
+		}); err != nil {
+			return err
+		}
+		var consents []consentRow
+		if err := tx.Raw("SELECT id, dialogue_id, customer_id, consent, decided_at, messages, key_name FROM consents"+
+			" WHERE customer_id = ? ORDER BY id", customerID).Scan(&consents).Error; err != nil {
+			return err
+		}
+		for _, r := range consents {
+			d := fromConsentRow(r)
+			if err := emit(model.CustomerRecord{Decision: &d}); err != nil {
+				return err
+			}
+		}
+		var erasures []erasureRow
+		if err := tx.Raw("SELECT id, customer_id, erased_at, messages, key_name FROM erasures"+
+			" WHERE customer_id = ? ORDER BY id", customerID).Scan(&erasures).Error; err != nil {
+			return err
+		}
+		for _, r := range erasures {
+			e := model.Erasure{CustomerID: r.CustomerID, ErasedAt: fromNanos(r.ErasedAt), Messages: r.Messages, KeyName: r.KeyName}
+			if err := emit(model.CustomerRecord{Erasure: &e}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	switch {
+	case fnErr != nil:
+		return fnErr
+	case err != nil:
+		return readFailed(ctx, "read customer data", err)
+	}
+	return nil
 }

@@ -85,7 +85,7 @@ func openQueryBenchDB(b *testing.B, n int) *DB {
 		b.Fatal(err)
 	}
 	db := openSQLiteAt(b, path)
-	if got := count(b, db, "SELECT COUNT(*) FROM messages"); got != n {
+	if got := count(b, db, "SELECT COUNT(*) FROM sealed_messages"); got != n {
 		b.Fatalf("%s holds %d rows, want %d: delete it to rebuild", path, got, n)
 	}
 	return db
@@ -219,7 +219,7 @@ func BenchmarkQuery(b *testing.B) {
 
 	for _, bf := range benchFilters {
 		where, args := bf.where()
-		matching := count(b, db, "SELECT COUNT(*) FROM messages"+where, args...)
+		matching := count(b, db, "SELECT COUNT(*) FROM sealed_messages"+where, args...)
 		if matching < 2*benchPageSize {
 			b.Logf("filter %s matches %d rows, fewer than two pages: skipped", bf.name, matching)
 			continue
@@ -231,7 +231,7 @@ func BenchmarkQuery(b *testing.B) {
 		var pos model.Position
 		{
 			var ns, id int64
-			row := db.reader.Raw("SELECT created_at, id FROM messages"+where+
+			row := db.reader.Raw("SELECT created_at, id FROM sealed_messages"+where+
 				" ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET ?", append(args, (deep-1)*benchPageSize-1)...).Row()
 			if err := row.Scan(&ns, &id); err != nil {
 				b.Fatal(err)
@@ -266,7 +266,7 @@ func BenchmarkQuery(b *testing.B) {
 			args = append(args, (deep-1)*benchPageSize)
 			offsetPage := func() []model.StoredMessage {
 				page := make([]model.StoredMessage, 0, limit)
-				err := db.scan(ctx, sql, args, func(m model.StoredMessage) error {
+				err := db.scan(ctx, nil, sql, args, func(m model.StoredMessage) error {
 					page = append(page, m)
 					return nil
 				})

@@ -7,45 +7,67 @@ import (
 	"gorm.io/gorm"
 )
 
-// messageRow is a consented message. CreatedAt is in UTC Unix nanoseconds,
-// so that the order is exact whatever the time zone. Each index but
-// messages_msg_key serves one combination of filters in newest-first keyset
-// order; messages_msg_key makes a keyed message storable once only.
-type messageRow struct {
-	ID         int64  `gorm:"primaryKey;autoIncrement;index:messages_created_id,priority:2;index:messages_language_created_id,priority:3;index:messages_customer_created_id,priority:3;index:messages_customer_language_created_id,priority:4"`
-	CustomerID string `gorm:"not null;check:customer_id <> '';index:messages_customer_created_id,priority:1;index:messages_customer_language_created_id,priority:1"`
-	DialogueID string `gorm:"not null;check:dialogue_id <> '';index:messages_dialogue"`
-	Language   string `gorm:"not null;index:messages_language_created_id,priority:1;index:messages_customer_language_created_id,priority:2"`
-	Text       string `gorm:"not null;check:text <> ''"`
-	CreatedAt  int64  `gorm:"not null;autoCreateTime:false;index:messages_created_id,priority:1;index:messages_language_created_id,priority:2;index:messages_customer_created_id,priority:2;index:messages_customer_language_created_id,priority:3"`
+// sealedMessageRow is a consented message, its text sealed under the key of
+// its dialogue (see keys.go): the table holds no plaintext. CreatedAt is in
+// UTC Unix nanoseconds, so that the order is exact whatever the time zone.
+// Each index but sealed_messages_msg_key serves one combination of filters
+// in newest-first keyset order; sealed_messages_msg_key makes a keyed
+// message storable once only.
+//
+// The table is not named messages: that name is the plaintext table of
+// databases written before encryption, which Open encrypts into this one
+// (see plaintext.go).
+type sealedMessageRow struct {
+	ID         int64  `gorm:"primaryKey;autoIncrement;index:sealed_messages_created_id,priority:2;index:sealed_messages_language_created_id,priority:3;index:sealed_messages_customer_created_id,priority:3;index:sealed_messages_customer_language_created_id,priority:4"`
+	CustomerID string `gorm:"not null;check:customer_id <> '';index:sealed_messages_customer_created_id,priority:1;index:sealed_messages_customer_language_created_id,priority:1"`
+	DialogueID string `gorm:"not null;check:dialogue_id <> '';index:sealed_messages_dialogue"`
+	Language   string `gorm:"not null;index:sealed_messages_language_created_id,priority:1;index:sealed_messages_customer_language_created_id,priority:2"`
+	// Sealed is the text sealed under the dialogue's key, bound to the
+	// row's identity (see messageAD): longer than keyring.Overhead, the
+	// seal of an empty text.
+	Sealed    []byte `gorm:"not null;check:length(sealed) > 28"`
+	CreatedAt int64  `gorm:"not null;autoCreateTime:false;index:sealed_messages_created_id,priority:1;index:sealed_messages_language_created_id,priority:2;index:sealed_messages_customer_created_id,priority:2;index:sealed_messages_customer_language_created_id,priority:3"`
 	// Key is the message's idempotency key, NULL when it has none. The
 	// unique index is partial, so that unkeyed messages (the memory store's)
 	// cost no index entry.
-	Key *string `gorm:"column:msg_key;uniqueIndex:messages_msg_key,where:msg_key IS NOT NULL"`
+	Key *string `gorm:"column:msg_key;uniqueIndex:sealed_messages_msg_key,where:msg_key IS NOT NULL"`
 }
 
-func (messageRow) TableName() string { return "messages" }
+func (sealedMessageRow) TableName() string { return "sealed_messages" }
 
-// newMessageRow is a messageRow to insert, without the ID the database
+// newSealedRow is a sealedMessageRow to insert, without the ID the database
 // assigns: GORM then inserts it without RETURNING the IDs, which nothing
 // reads and which cost a fifth of an insert's time.
-type newMessageRow struct {
+type newSealedRow struct {
 	CustomerID string
 	DialogueID string
 	Language   string
-	Text       string
+	Sealed     []byte
 	CreatedAt  int64   `gorm:"autoCreateTime:false"`
 	Key        *string `gorm:"column:msg_key"`
 }
 
-func (newMessageRow) TableName() string { return "messages" }
+func (newSealedRow) TableName() string { return "sealed_messages" }
+
+// dialogueKeyRow is the key of one dialogue's texts, wrapped (encrypted) by
+// the master key MasterKey and bound to the dialogue and its customer (see
+// keyAD). Deleting the row destroys the key: the texts it sealed can never
+// be read again, from any copy, once no master key that wrapped it is left.
+type dialogueKeyRow struct {
+	DialogueID string `gorm:"primaryKey;check:dialogue_id <> ''"`
+	CustomerID string `gorm:"not null;index:dialogue_keys_customer"`
+	MasterKey  string `gorm:"not null;index:dialogue_keys_master"`
+	Wrapped    []byte `gorm:"not null"`
+}
+
+func (dialogueKeyRow) TableName() string { return "dialogue_keys" }
 
 // consentRow is an entry of the append-only consent ledger; the newest entry
 // of a dialogue has the highest ID.
 type consentRow struct {
-	ID         int64  `gorm:"primaryKey;autoIncrement;index:consents_dialogue_id,priority:2"`
+	ID         int64  `gorm:"primaryKey;autoIncrement;index:consents_dialogue_id,priority:2;index:consents_customer_id,priority:2"`
 	DialogueID string `gorm:"not null;check:dialogue_id <> '';index:consents_dialogue_id,priority:1"`
-	CustomerID string `gorm:"not null"`
+	CustomerID string `gorm:"not null;index:consents_customer_id,priority:1"`
 	Consent    bool   `gorm:"not null"`
 	DecidedAt  int64  `gorm:"not null"`
 	Messages   int    `gorm:"not null"`
@@ -56,8 +78,8 @@ func (consentRow) TableName() string { return "consents" }
 
 // erasureRow records a customer's erasure.
 type erasureRow struct {
-	ID         int64  `gorm:"primaryKey;autoIncrement"`
-	CustomerID string `gorm:"not null"`
+	ID         int64  `gorm:"primaryKey;autoIncrement;index:erasures_customer_id,priority:2"`
+	CustomerID string `gorm:"not null;index:erasures_customer_id,priority:1"`
 	ErasedAt   int64  `gorm:"not null"`
 	Messages   int    `gorm:"not null"`
 	KeyName    string `gorm:"not null"`
@@ -70,7 +92,7 @@ func (erasureRow) TableName() string { return "erasures" }
 // processes that start together on an empty database take turns rather
 // than race to create the same tables.
 func migrate(ctx context.Context, writer *gorm.DB, lock string) error {
-	rows := []any{&messageRow{}, &consentRow{}, &erasureRow{}}
+	rows := []any{&sealedMessageRow{}, &dialogueKeyRow{}, &consentRow{}, &erasureRow{}}
 	if lock == "" {
 		return writer.WithContext(ctx).AutoMigrate(rows...)
 	}

@@ -17,7 +17,7 @@ import (
 // (the driver lowers WAL to NORMAL unless told), waiting up to 5 s for a
 // lock rather than failing, and zeroing deleted content so that erased text
 // does not linger in free pages.
-const sqlitePragmas = "_journal_mode=WAL&_synchronous=FULL&_busy_timeout=5000&_secure_delete=on"
+var sqlitePragmas = fmt.Sprintf("_journal_mode=WAL&_synchronous=FULL&_busy_timeout=%d&_secure_delete=on", sqliteBusyTimeout)
 
 // uriEscaper escapes the characters a file path cannot hold in an SQLite URI.
 var uriEscaper = strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")
@@ -44,10 +44,33 @@ func newSQLite(path string) (dialect, error) {
 	return dialect{
 		// BEGIN IMMEDIATE takes the write lock up front, so that a
 		// transaction never fails half-way on a lock upgrade.
-		writer: sqlite.Open(uri + "&_txlock=immediate"),
-		reader: sqlite.Open(uri + "&_query_only=true"),
-		scrub:  checkpointSQLite,
+		writer:           sqlite.Open(uri + "&_txlock=immediate"),
+		reader:           sqlite.Open(uri + "&_query_only=true"),
+		scrub:            checkpointSQLite,
+		scrubAfterDelete: checkpointSQLiteBriefly,
 	}, nil
+}
+
+// sqliteBusyTimeout is the busy_timeout of every connection, in ms (see
+// sqlitePragmas); checkpointBusyTimeout, that of a background checkpoint.
+const (
+	sqliteBusyTimeout     = 5000
+	checkpointBusyTimeout = 100
+)
+
+// checkpointSQLiteBriefly is checkpointSQLite waiting at most
+// checkpointBusyTimeout for readers on an old snapshot rather than the
+// usual 5 s: it holds the one writer connection meanwhile, and writes wait
+// for it. Run in the background after withdrawals and purges, it is retried
+// later when it cannot complete.
+func checkpointSQLiteBriefly(ctx context.Context, writer *gorm.DB) error {
+	return writer.WithContext(ctx).Connection(func(conn *gorm.DB) error {
+		if err := conn.Exec(fmt.Sprintf("PRAGMA busy_timeout = %d", checkpointBusyTimeout)).Error; err != nil {
+			return err
+		}
+		err := checkpointSQLite(ctx, conn)
+		return errors.Join(err, conn.Exec(fmt.Sprintf("PRAGMA busy_timeout = %d", sqliteBusyTimeout)).Error)
+	})
 }
 
 // checkpointSQLite copies the write-ahead log into the database file and
