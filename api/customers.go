@@ -4,6 +4,8 @@ import (
 	"net/http"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/data-api/data-api/model"
 )
 
 type erasureReply struct {
@@ -22,4 +24,45 @@ func (h *Handler) erase(c *gin.Context) error {
 	}
 	c.JSON(http.StatusOK, erasureReply{c.Param("customerId"), out.Deleted, out.Dropped})
 	return nil
+}
+
+// The lines of the right-of-access document, each with its kind.
+type (
+	messageLine struct {
+		Kind string `json:"kind"` // "message"
+		messageJSON
+	}
+	consentLine struct {
+		Kind string `json:"kind"` // "consent"
+		decisionReply
+	}
+	erasureLine struct {
+		Kind       string `json:"kind"` // "erasure"
+		CustomerID string `json:"customerId"`
+		ErasedAt   string `json:"erasedAt"`
+		Messages   int    `json:"messages"`
+	}
+)
+
+// customerData answers the right of access: everything stored about the
+// customer as NDJSON, one record per line with its kind. The ledger's
+// caller names (API keys, token subjects) are the operator's, not the
+// customer's data, and are left out.
+func (h *Handler) customerData(c *gin.Context) error {
+	if err := noQuery(c); err != nil {
+		return err
+	}
+	return h.streamNDJSON(c, func(line func(any) error) error {
+		return h.svc.CustomerData(c.Request.Context(), c.Param("customerId"), func(r model.CustomerRecord) error {
+			switch {
+			case r.Message != nil:
+				return line(messageLine{"message", toJSON(*r.Message)})
+			case r.Decision != nil:
+				return line(consentLine{"consent", toDecisionReply(*r.Decision)})
+			default:
+				e := r.Erasure
+				return line(erasureLine{"erasure", e.CustomerID, e.ErasedAt.UTC().Format(timeFormat), e.Messages})
+			}
+		})
+	})
 }

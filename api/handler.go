@@ -23,6 +23,7 @@ type Dialogues interface {
 	Messages(ctx context.Context, q model.Query) (model.Page, error)
 	Export(ctx context.Context, f model.Filter, fn func(model.StoredMessage) error) error
 	Erase(ctx context.Context, customerID, keyName string) (model.ErasureOutcome, error)
+	CustomerData(ctx context.Context, customerID string, fn func(model.CustomerRecord) error) error
 	Ready(ctx context.Context) error
 	Stats() service.Stats
 }

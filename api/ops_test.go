@@ -286,7 +286,7 @@ func TestUnknownRoutesAndMethods(t *testing.T) {
 		{"GET", "/data/c1/d1", http.StatusMethodNotAllowed, "method-not-allowed", "POST"},
 		{"DELETE", "/consents/d1", http.StatusMethodNotAllowed, "method-not-allowed", "GET, POST"},
 		{"POST", "/healthz", http.StatusMethodNotAllowed, "method-not-allowed", "GET"},
-		{"GET", "/customers/c1/data", http.StatusMethodNotAllowed, "method-not-allowed", "DELETE"},
+		{"PUT", "/customers/c1/data", http.StatusMethodNotAllowed, "method-not-allowed", "GET, DELETE"},
 	} {
 		// No key: an unknown route says so before asking for one.
 		w := e.do(c.method, c.target, "")

@@ -59,7 +59,7 @@ func nextURL(c *gin.Context, next string) string {
 	return c.Request.URL.Path + "?" + v.Encode()
 }
 
-// exportFlushRows is how many rows the export buffers before flushing.
+// exportFlushRows is how many rows a stream buffers before flushing.
 const exportFlushRows = 256
 
 func (h *Handler) export(c *gin.Context) error {
@@ -67,15 +67,27 @@ func (h *Handler) export(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	// An export runs as long as it takes; the server's write timeout is for
-	// ordinary requests.
+	return h.streamNDJSON(c, func(line func(any) error) error {
+		return h.svc.Export(c.Request.Context(), q.Filter, func(m model.StoredMessage) error {
+			return line(toJSON(m))
+		})
+	})
+}
+
+// streamNDJSON answers 200 with application/x-ndjson, the lines that each
+// call of line in produce writes. The status line is sent with the first
+// line, so that an error before it is answered as a problem; after it, an
+// error is logged and cuts the stream short, which the client sees as a
+// truncated last line. A stream runs as long as it takes: the server's
+// write timeout is for ordinary requests.
+func (h *Handler) streamNDJSON(c *gin.Context, produce func(line func(any) error) error) error {
 	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Time{})
 	var (
 		bw      *bufio.Writer
 		enc     *json.Encoder
 		pending int
 	)
-	err = h.svc.Export(c.Request.Context(), q.Filter, func(m model.StoredMessage) error {
+	err := produce(func(v any) error {
 		if bw == nil {
 			c.Header("Content-Type", "application/x-ndjson")
 			c.Status(http.StatusOK)
@@ -83,7 +95,7 @@ func (h *Handler) export(c *gin.Context) error {
 			enc = json.NewEncoder(bw)
 			enc.SetEscapeHTML(false)
 		}
-		if err := enc.Encode(toJSON(m)); err != nil {
+		if err := enc.Encode(v); err != nil {
 			return err
 		}
 		if pending++; pending == exportFlushRows {
@@ -106,9 +118,7 @@ func (h *Handler) export(c *gin.Context) error {
 		err = bw.Flush()
 	}
 	if err != nil {
-		// The status line is sent: all that is left is to log and cut the
-		// stream short, which the client sees as a truncated last line.
-		h.log.WarnContext(c.Request.Context(), "export ended early", "err", err)
+		h.log.WarnContext(c.Request.Context(), "stream ended early", "route", route(c), "err", err)
 		return nil
 	}
 	c.Writer.Flush()
@@ -131,6 +141,10 @@ func (h *Handler) decision(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	c.JSON(http.StatusOK, decisionReply{d.DialogueID, d.CustomerID, d.Consent, d.DecidedAt.UTC().Format(timeFormat), d.Messages})
+	c.JSON(http.StatusOK, toDecisionReply(d))
 	return nil
+}
+
+func toDecisionReply(d model.Decision) decisionReply {
+	return decisionReply{d.DialogueID, d.CustomerID, d.Consent, d.DecidedAt.UTC().Format(timeFormat), d.Messages}
 }
