@@ -4,8 +4,11 @@
 // or a text is bound to (the additional data) and where the wrapped keys
 // live.
 //
-// A sealed text and a wrapped key have the same layout: a random 12-byte
-// nonce, then the ciphertext, then the 16-byte GCM tag. Nonces are random
+// A sealed text is a random 12-byte nonce, then the ciphertext, then the
+// 16-byte GCM tag. A wrapped key is the same, after a header that names the
+// master key that wrapped it (its length in one byte, then its id), which
+// the tag covers too: a wrapped key says which master key unwraps it, so a
+// reader needs no other column. Nonces are random
 // because a dialogue key may seal texts in several processes and at several
 // times (a dialogue consented again reuses its key), so no counter could be
 // kept; 2^32 texts per key, the bound for random 96-bit nonces, is far
@@ -30,6 +33,7 @@ const Overhead = nonceSize + tagSize
 const (
 	nonceSize = 12
 	tagSize   = 16
+	maxIDLen  = 255 // a master key's id, named in one byte by a wrapped key
 )
 
 // ErrNotInRing is returned for a wrapped key whose master key the ring
@@ -57,6 +61,9 @@ func New(keys map[string][]byte, active string) (*Ring, error) {
 	}
 	r := &Ring{active: active, keys: make(map[string]cipher.AEAD, len(keys))}
 	for id, k := range keys {
+		if id == "" || len(id) > maxIDLen {
+			return nil, fmt.Errorf("master key id %q: must be 1 to %d bytes", id, maxIDLen)
+		}
 		aead, err := newAEAD(k)
 		if err != nil {
 			return nil, fmt.Errorf("master key %q: %w", id, err)
@@ -82,21 +89,22 @@ func (r *Ring) NewKey(ad []byte) (*Key, []byte, error) {
 	if _, err := rand.Read(raw); err != nil {
 		return nil, nil, err
 	}
+	defer clear(raw)
 	k, err := newKey(raw)
 	if err != nil {
 		return nil, nil, err
 	}
-	wrapped, err := seal(r.keys[r.active], nil, raw, ad)
-	clear(raw)
+	wrapped, err := r.wrap(raw, ad)
 	if err != nil {
 		return nil, nil, err
 	}
 	return k, wrapped, nil
 }
 
-// Unwrap returns the dialogue key that master wrapped, bound to ad.
-func (r *Ring) Unwrap(master string, wrapped, ad []byte) (*Key, error) {
-	raw, err := r.unwrap(master, wrapped, ad)
+// Unwrap returns the dialogue key in wrapped, bound to ad, unwrapped by the
+// master key that wrapped names.
+func (r *Ring) Unwrap(wrapped, ad []byte) (*Key, error) {
+	raw, err := r.unwrap(wrapped, ad)
 	if err != nil {
 		return nil, err
 	}
@@ -104,23 +112,43 @@ func (r *Ring) Unwrap(master string, wrapped, ad []byte) (*Key, error) {
 	return newKey(raw)
 }
 
-// Rewrap returns the dialogue key that master wrapped, bound to ad, wrapped
-// anew under the active master key with the same ad.
-func (r *Ring) Rewrap(master string, wrapped, ad []byte) ([]byte, error) {
-	raw, err := r.unwrap(master, wrapped, ad)
+// Rewrap returns the dialogue key in wrapped, bound to ad, wrapped anew
+// under the active master key with the same ad.
+func (r *Ring) Rewrap(wrapped, ad []byte) ([]byte, error) {
+	raw, err := r.unwrap(wrapped, ad)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(raw)
-	return seal(r.keys[r.active], nil, raw, ad)
+	return r.wrap(raw, ad)
 }
 
-func (r *Ring) unwrap(master string, wrapped, ad []byte) ([]byte, error) {
+// MasterOf returns the id of the master key that wrapped names.
+func MasterOf(wrapped []byte) (string, error) {
+	if len(wrapped) == 0 || len(wrapped) < 1+int(wrapped[0]) {
+		return "", fmt.Errorf("unwrap dialogue key: %w", ErrOpen)
+	}
+	return string(wrapped[1 : 1+wrapped[0]]), nil
+}
+
+// wrap seals raw under the active master key: the header naming it, then
+// the sealed key, the header and ad bound to it.
+func (r *Ring) wrap(raw, ad []byte) ([]byte, error) {
+	header := append([]byte{byte(len(r.active))}, r.active...)
+	return seal(r.keys[r.active], header, raw, append(header[:len(header):len(header)], ad...))
+}
+
+func (r *Ring) unwrap(wrapped, ad []byte) ([]byte, error) {
+	master, err := MasterOf(wrapped)
+	if err != nil {
+		return nil, err
+	}
 	aead, ok := r.keys[master]
 	if !ok {
 		return nil, fmt.Errorf("unwrap dialogue key: %w: %q", ErrNotInRing, master)
 	}
-	raw, err := open(aead, nil, wrapped, ad)
+	n := 1 + len(master)
+	raw, err := open(aead, nil, wrapped[n:], append(wrapped[:n:n], ad...))
 	if err != nil {
 		return nil, fmt.Errorf("unwrap dialogue key with master key %q: %w", master, err)
 	}

@@ -79,21 +79,24 @@ func TestWrapUnwrapRewrap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(wrapped) != KeySize+Overhead {
-		t.Errorf("wrapped key of %d bytes, want %d", len(wrapped), KeySize+Overhead)
+	if len(wrapped) != 1+len("k1")+KeySize+Overhead {
+		t.Errorf("wrapped key of %d bytes, want %d", len(wrapped), 1+len("k1")+KeySize+Overhead)
+	}
+	if m, err := MasterOf(wrapped); m != "k1" || err != nil {
+		t.Errorf("MasterOf: got %q, %v; want k1", m, err)
 	}
 	sealed, _ := k.Seal(nil, []byte("text"), nil)
 
 	both := newRing(t, map[string][]byte{"k1": master1, "k2": master2}, "k2")
-	rewrapped, err := both.Rewrap("k1", wrapped, []byte("d1/c1"))
+	rewrapped, err := both.Rewrap(wrapped, []byte("d1/c1"))
 	if err != nil {
 		t.Fatalf("Rewrap: %v", err)
 	}
-	if bytes.Equal(rewrapped, wrapped) {
-		t.Error("Rewrap returned the same bytes")
+	if m, _ := MasterOf(rewrapped); m != "k2" {
+		t.Errorf("the rewrapped key names master key %q, want k2", m)
 	}
 	onlyNew := newRing(t, map[string][]byte{"k2": master2}, "k2")
-	k2, err := onlyNew.Unwrap("k2", rewrapped, []byte("d1/c1"))
+	k2, err := onlyNew.Unwrap(rewrapped, []byte("d1/c1"))
 	if err != nil {
 		t.Fatalf("Unwrap of the rewrapped key: %v", err)
 	}
@@ -102,19 +105,31 @@ func TestWrapUnwrapRewrap(t *testing.T) {
 	}
 
 	// Without k1, the key as it was wrapped before is lost.
-	if _, err := onlyNew.Unwrap("k1", wrapped, []byte("d1/c1")); !errors.Is(err, ErrNotInRing) || !strings.Contains(err.Error(), `"k1"`) {
+	if _, err := onlyNew.Unwrap(wrapped, []byte("d1/c1")); !errors.Is(err, ErrNotInRing) || !strings.Contains(err.Error(), `"k1"`) {
 		t.Errorf("Unwrap by a key not in the ring: got %v, want ErrNotInRing naming k1", err)
 	}
-	if _, err := onlyNew.Rewrap("k1", wrapped, []byte("d1/c1")); !errors.Is(err, ErrNotInRing) {
+	if _, err := onlyNew.Rewrap(wrapped, []byte("d1/c1")); !errors.Is(err, ErrNotInRing) {
 		t.Errorf("Rewrap by a key not in the ring: got %v, want ErrNotInRing", err)
 	}
-	// Another key under the same id, or another dialogue, does not unwrap it.
+	// Another key under the same id, another dialogue, or a header naming
+	// another master key (even one with k1's bytes) does not unwrap it.
 	impostor := newRing(t, map[string][]byte{"k1": master2}, "k1")
-	if _, err := impostor.Unwrap("k1", wrapped, []byte("d1/c1")); !errors.Is(err, ErrOpen) {
+	if _, err := impostor.Unwrap(wrapped, []byte("d1/c1")); !errors.Is(err, ErrOpen) {
 		t.Errorf("Unwrap by another key named k1: got %v, want ErrOpen", err)
 	}
-	if _, err := old.Unwrap("k1", wrapped, []byte("d2/c1")); !errors.Is(err, ErrOpen) {
+	if _, err := old.Unwrap(wrapped, []byte("d2/c1")); !errors.Is(err, ErrOpen) {
 		t.Errorf("Unwrap for another dialogue: got %v, want ErrOpen", err)
+	}
+	renamed := bytes.Clone(wrapped)
+	renamed[2] = '3' // "k1" → "k3"
+	alias := newRing(t, map[string][]byte{"k3": master1}, "k3")
+	if _, err := alias.Unwrap(renamed, []byte("d1/c1")); !errors.Is(err, ErrOpen) {
+		t.Errorf("Unwrap of a key whose header was altered: got %v, want ErrOpen", err)
+	}
+	for _, bad := range [][]byte{nil, {}, {5, 'k'}} {
+		if _, err := old.Unwrap(bad, nil); !errors.Is(err, ErrOpen) {
+			t.Errorf("Unwrap(%q): got %v, want ErrOpen", bad, err)
+		}
 	}
 }
 
@@ -126,6 +141,8 @@ func TestNewRejects(t *testing.T) {
 		"active not in the ring": {map[string][]byte{"k1": master1}, "k2"},
 		"empty ring":             {nil, ""},
 		"short key":              {map[string][]byte{"k1": master1[:16]}, "k1"},
+		"empty id":               {map[string][]byte{"": master1}, ""},
+		"id too long":            {map[string][]byte{strings.Repeat("k", 256): master1}, strings.Repeat("k", 256)},
 	} {
 		if _, err := New(tc.keys, tc.active); err == nil {
 			t.Errorf("%s: New succeeded, want an error", name)

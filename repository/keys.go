@@ -163,11 +163,11 @@ func (c *keyCache) len() int {
 // unwrap returns the key a dialogue key row holds: from the cache, or
 // unwrapped by the ring and then cached. wrapped may be reused by the caller
 // once unwrap returns.
-func (db *DB) unwrap(dialogueID, customerID, master string, wrapped []byte) (*keyring.Key, error) {
+func (db *DB) unwrap(dialogueID, customerID string, wrapped []byte) (*keyring.Key, error) {
 	if k := db.keys.get(dialogueID, customerID, wrapped); k != nil {
 		return k, nil
 	}
-	k, err := db.ring.Unwrap(master, wrapped, keyAD(dialogueID, customerID))
+	k, err := db.ring.Unwrap(wrapped, keyAD(dialogueID, customerID))
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +221,7 @@ func (db *DB) storeKeys(tx *gorm.DB, keys map[string]*keyring.Key, rows []dialog
 			if bytes.Equal(s.Wrapped, fresh[s.DialogueID]) {
 				continue
 			}
-			k, err := db.unwrap(s.DialogueID, s.CustomerID, s.MasterKey, s.Wrapped)
+			k, err := db.unwrap(s.DialogueID, s.CustomerID, s.Wrapped)
 			if err != nil {
 				return nil, err
 			}
@@ -321,7 +321,7 @@ func (db *DB) checkMasterKeys(ctx context.Context, log *slog.Logger) error {
 			Scan(&r).Error; err != nil {
 			return err
 		}
-		if _, err := db.ring.Unwrap(id, r.Wrapped, keyAD(r.DialogueID, r.CustomerID)); err != nil {
+		if _, err := db.ring.Unwrap(r.Wrapped, keyAD(r.DialogueID, r.CustomerID)); err != nil {
 			wrong = append(wrong, fmt.Sprintf("%q", id))
 		}
 		if id != db.ring.Active() {
@@ -395,7 +395,7 @@ func (db *DB) RotateKeys(ctx context.Context) (int, error) {
 				return err
 			}
 			for _, r := range rows {
-				wrapped, err := db.ring.Rewrap(r.MasterKey, r.Wrapped, keyAD(r.DialogueID, r.CustomerID))
+				wrapped, err := db.ring.Rewrap(r.Wrapped, keyAD(r.DialogueID, r.CustomerID))
 				if err != nil {
 					return err
 				}

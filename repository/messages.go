@@ -120,7 +120,7 @@ func selectMessages(f model.Filter, after *model.Position, limit int) (string, [
 		args = append(args, after.CreatedAt.UnixNano(), after.ID)
 	}
 	var b strings.Builder
-	b.WriteString("SELECT m.id, m.customer_id, m.dialogue_id, m.language, m.sealed, m.created_at, k.customer_id, k.master_key, k.wrapped" +
+	b.WriteString("SELECT m.id, m.customer_id, m.dialogue_id, m.language, m.sealed, m.created_at, k.wrapped" +
 		" FROM sealed_messages m CROSS JOIN dialogue_keys k WHERE ")
 	b.WriteString(strings.Join(where, " AND "))
 	b.WriteString(" ORDER BY m.created_at DESC, m.id DESC")
@@ -157,9 +157,9 @@ func (db *DB) scan(ctx context.Context, conn *gorm.DB, query string, args []any,
 	}
 	defer rows.Close()
 	var (
-		sealed, owner, master, wrapped sql.RawBytes
-		ad                             []byte
-		last                           cachedKey // the key of the row before, as often the same dialogue's
+		sealed, wrapped sql.RawBytes
+		ad, text        []byte
+		last            cachedKey // the key of the row before, as often the same dialogue's
 	)
 	for rows.Next() {
 		if err := ctx.Err(); err != nil {
@@ -169,20 +169,20 @@ func (db *DB) scan(ctx context.Context, conn *gorm.DB, query string, args []any,
 			m  model.StoredMessage
 			ns int64
 		)
-		if err := rows.Scan(&m.ID, &m.CustomerID, &m.DialogueID, &m.Language, &sealed, &ns, &owner, &master, &wrapped); err != nil {
+		if err := rows.Scan(&m.ID, &m.CustomerID, &m.DialogueID, &m.Language, &sealed, &ns, &wrapped); err != nil {
 			return err
 		}
 		key := last.key
-		if m.DialogueID != last.dialogueID || string(owner) != last.customerID || !bytes.Equal(wrapped, last.wrapped) {
-			c := string(owner)
-			if key, err = db.unwrap(m.DialogueID, c, string(master), wrapped); err != nil {
+		if m.DialogueID != last.dialogueID || m.CustomerID != last.customerID || !bytes.Equal(wrapped, last.wrapped) {
+			// The key is bound to the message's own customer: a key row
+			// of another customer's does not unwrap here.
+			if key, err = db.unwrap(m.DialogueID, m.CustomerID, wrapped); err != nil {
 				return err
 			}
-			last = cachedKey{dialogueID: m.DialogueID, customerID: c, wrapped: append(last.wrapped[:0], wrapped...), key: key}
+			last = cachedKey{dialogueID: m.DialogueID, customerID: m.CustomerID, wrapped: append(last.wrapped[:0], wrapped...), key: key}
 		}
 		ad = messageAD(ad[:0], m.DialogueID, m.CustomerID, m.Language, ns)
-		text, err := key.Open(nil, sealed, ad)
-		if err != nil {
+		if text, err = key.Open(text[:0], sealed, ad); err != nil {
 			return fmt.Errorf("open a stored text: %w", err)
 		}
 		m.Text = string(text)

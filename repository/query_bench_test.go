@@ -98,7 +98,7 @@ func buildQueryBenchDB(b *testing.B, path string, n int) {
 	b.Helper()
 	start := time.Now()
 	tmp := path + ".building"
-	for _, suffix := range []string{"", "-wal", "-shm"} {
+	for _, suffix := range []string{"", "-wal", "-shm", ".key"} {
 		if err := os.Remove(tmp + suffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			b.Fatal(err)
 		}
@@ -126,8 +126,9 @@ func buildQueryBenchDB(b *testing.B, path string, n int) {
 		b.Fatal(err)
 	}
 	// The last connection to close checkpoints and removes the WAL; move
-	// whatever is left along with the database.
-	for _, suffix := range []string{"-wal", "-shm", ""} {
+	// whatever is left along with the database, and the key generated
+	// beside it.
+	for _, suffix := range []string{".key", "-wal", "-shm", ""} {
 		if err := os.Rename(tmp+suffix, path+suffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			b.Fatal(err)
 		}
