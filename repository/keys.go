@@ -305,7 +305,7 @@ func generatedKey(ctx context.Context, writer *gorm.DB, path string, log *slog.L
 // database: each master key that wraps one is in the ring and unwraps a key
 // it wrapped. It logs the master keys other than the active one still in
 // use, which a rotation would retire.
-func (db *DB) checkMasterKeys(ctx context.Context, log *slog.Logger) error {
+func (db *DB) checkMasterKeys(ctx context.Context) error {
 	ids, err := db.masterKeysInUse(ctx)
 	if err != nil {
 		return fmt.Errorf("list master keys in use: %w", err)
@@ -336,7 +336,7 @@ func (db *DB) checkMasterKeys(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("master key %s of the key ring does not unwrap the dialogue keys it wrapped: the key given under that id is not the one that wrapped them",
 			strings.Join(wrong, ", "))
 	case len(old) > 0:
-		log.InfoContext(ctx, "dialogue keys wrapped by master keys other than the active one remain; data-api rotate-key rewraps them", "master_keys", old, "active", db.ring.Active())
+		db.log.InfoContext(ctx, "dialogue keys wrapped by master keys other than the active one remain; data-api rotate-key rewraps them", "master_keys", old, "active", db.ring.Active())
 	}
 	return nil
 }

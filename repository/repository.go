@@ -141,7 +141,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	if db.ring, err = openRing(ctx, db.writer, o, log); err != nil {
 		return fail("open key ring", err)
 	}
-	if err := db.checkMasterKeys(ctx, log); err != nil {
+	if err := db.checkMasterKeys(ctx); err != nil {
 		return fail("check key ring", err)
 	}
 	if err := db.encryptPlaintext(ctx, d); err != nil {
