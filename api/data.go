@@ -77,7 +77,7 @@ func (h *Handler) ingest(c *gin.Context) error {
 	reply = append(reply, dialogue...)
 	reply = append(reply, `","pendingMessages":`...)
 	reply = strconv.AppendInt(reply, int64(n), 10)
-	reply = append(reply, '}')
+	reply = append(reply, "}\n"...)
 	c.Data(http.StatusAccepted, "application/json; charset=utf-8", reply)
 	return nil
 }
@@ -189,7 +189,7 @@ func (h *Handler) consent(c *gin.Context) error {
 	} else {
 		r.DeletedMessages, r.DroppedMessages = &out.Deleted, &out.Dropped
 	}
-	c.JSON(http.StatusOK, r)
+	writeJSON(c, http.StatusOK, r)
 	return nil
 }
 
@@ -255,7 +255,7 @@ func (h *Handler) query(c *gin.Context) error {
 		r.NextCursor = &next
 		c.Header("Link", "<"+nextURL(c, next)+`>; rel="next"`)
 	}
-	c.JSON(http.StatusOK, r)
+	writeJSON(c, http.StatusOK, r)
 	return nil
 }
 
@@ -338,7 +338,7 @@ func (h *Handler) decision(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	c.JSON(http.StatusOK, decisionReply{d.DialogueID, d.CustomerID, d.Consent, d.DecidedAt.UTC().Format(timeFormat), d.Messages})
+	writeJSON(c, http.StatusOK, decisionReply{d.DialogueID, d.CustomerID, d.Consent, d.DecidedAt.UTC().Format(timeFormat), d.Messages})
 	return nil
 }
 
@@ -356,12 +356,12 @@ func (h *Handler) erase(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	c.JSON(http.StatusOK, erasureReply{c.Param("customerId"), out.Deleted, out.Dropped})
+	writeJSON(c, http.StatusOK, erasureReply{c.Param("customerId"), out.Deleted, out.Dropped})
 	return nil
 }
 
 func (h *Handler) healthz(c *gin.Context) error {
-	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+	writeJSON(c, http.StatusOK, gin.H{"status": "ok"})
 	return nil
 }
 
@@ -378,6 +378,6 @@ func (h *Handler) readyz(c *gin.Context) error {
 		h.log.WarnContext(c.Request.Context(), "not ready", "err", err)
 		return fail(model.ErrUnavailable, "the database does not answer")
 	}
-	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+	writeJSON(c, http.StatusOK, gin.H{"status": "ready"})
 	return nil
 }

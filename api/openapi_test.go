@@ -323,6 +323,10 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 			}
 		}
 
+		if ct := w.Header().Get("Content-Type"); strings.Contains(ct, "json") && !strings.Contains(ct, "ndjson") && !bytes.HasSuffix(w.Body.Bytes(), []byte("}\n")) {
+			t.Errorf("%s: the %s reply does not end with a newline: %q", name, ct, w.Body)
+		}
+
 		req := newRequest()
 		route, params, err := router.FindRoute(req)
 		if s.undocumented {
