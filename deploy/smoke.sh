@@ -60,7 +60,8 @@ teardown() {
 }
 finish() {
 	local rc=$?
-	if [ "$failed" -gt 0 ] || [ "$rc" -ne 0 ]; then
+	[ "$rc" -eq 0 ] || [ "$failed" -gt 0 ] || bad "stopped early (exit status $rc)"
+	if [ "$up" = 1 ] && { [ "$failed" -gt 0 ] || [ "$rc" -ne 0 ]; }; then
 		step "logs (last 40 lines of each service)"
 		"${compose[@]}" --profile scale logs --no-color --tail 40 2>&1 || true
 	fi
@@ -98,6 +99,25 @@ expect() {
 	ok "$name: $got"
 }
 header() { tr -d '\r' <"$work/$1.h" | sed -n "s/^$2: //Ip" | head -n1; }
+
+# compose_up ARGS...: compose ARGS, output indented; a failure ends the run.
+compose_up() {
+	up=1
+	if "${compose[@]}" "$@" >"$work/up.log" 2>&1; then
+		sed 's/^/    /' "$work/up.log"
+	else
+		sed 's/^/    /' "$work/up.log"
+		bad "${compose[*]} $*"
+		exit 1
+	fi
+}
+# port_free PORT: nothing listens on 127.0.0.1:PORT.
+port_free() {
+	if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+		bad "127.0.0.1:$1 is in use: stop what listens there, or pick another port (DATA_API_PORT, DATA_API_LB_PORT)"
+		exit 1
+	fi
+}
 
 # wait_healthy: until every container of the project reports healthy.
 wait_healthy() {
@@ -201,16 +221,17 @@ for p in "${profiles[@]}"; do
 	case $p in
 	default)
 		step "profile default: ${compose[*]} up -d (SQLite, 127.0.0.1:$DATA_API_PORT)"
-		up=1
-		"${compose[@]}" up -d --no-build 2>&1 | sed 's/^/    /'
+		port_free "$DATA_API_PORT"
+		compose_up up -d --no-build
 		wait_healthy
 		walk "http://127.0.0.1:$DATA_API_PORT"
 		teardown
 		;;
 	scale)
 		step "profile scale: ${compose[*]} --profile scale up -d (3 replicas, PostgreSQL, Redis, nginx on 127.0.0.1:$DATA_API_LB_PORT)"
-		up=1
-		"${compose[@]}" --profile scale up -d --no-build 2>&1 | sed 's/^/    /'
+		port_free "$DATA_API_PORT"
+		port_free "$DATA_API_LB_PORT"
+		compose_up --profile scale up -d --no-build
 		wait_healthy
 		replicas=$("${compose[@]}" --profile scale ps -q api | wc -l)
 		[ "$replicas" = 3 ] && ok "3 api replicas" || bad "$replicas api replicas, want 3"
@@ -224,7 +245,7 @@ for p in "${profiles[@]}"; do
 
 		step "a fourth replica gets traffic without restarting nginx"
 		before=$("${compose[@]}" --profile scale ps -q api | sort)
-		"${compose[@]}" --profile scale up -d --no-build --no-recreate --scale api=4 2>&1 | sed 's/^/    /'
+		compose_up --profile scale up -d --no-build --no-recreate --scale api=4
 		wait_healthy
 		added=$(comm -13 <(echo "$before") <("${compose[@]}" --profile scale ps -q api | sort))
 		sleep 6 # nginx's resolver answer is valid for 5 s
