@@ -342,22 +342,11 @@ func (db *DB) checkMasterKeys(ctx context.Context) error {
 }
 
 // masterKeysInUse returns the ids of the master keys that wrap a dialogue
-// key, in order: one index look-up per id, however many keys there are.
+// key, in order.
 func (db *DB) masterKeysInUse(ctx context.Context) ([]string, error) {
 	var ids []string
-	after := ""
-	for {
-		var next []string
-		if err := db.writer.WithContext(ctx).Raw("SELECT master_key FROM dialogue_keys WHERE master_key > ? ORDER BY master_key LIMIT 1", after).
-			Scan(&next).Error; err != nil {
-			return nil, err
-		}
-		if len(next) == 0 {
-			return ids, nil
-		}
-		after = next[0]
-		ids = append(ids, after)
-	}
+	err := db.writer.WithContext(ctx).Raw("SELECT DISTINCT master_key FROM dialogue_keys ORDER BY master_key").Scan(&ids).Error
+	return ids, err
 }
 
 // RotateKeys rewraps every dialogue key that a master key other than the

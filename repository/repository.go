@@ -75,6 +75,8 @@ type dialect struct {
 	// migrateLock, when set, is the statement that serialises migrations
 	// across processes (see migrate).
 	migrateLock string
+	// keyTableOptions ends the CREATE TABLE of dialogue_keys.
+	keyTableOptions string
 	// syncSequence, when set, moves the sequence of sealed_messages' ids
 	// past the ids inserted explicitly (see encryptPlaintext).
 	syncSequence string
@@ -135,7 +137,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 			return fail("check database", err)
 		}
 	}
-	if err := migrate(ctx, db.writer, d.migrateLock); err != nil {
+	if err := migrate(ctx, db.writer, d); err != nil {
 		return fail("migrate database", err)
 	}
 	if db.ring, err = openRing(ctx, db.writer, o, log); err != nil {

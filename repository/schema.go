@@ -53,10 +53,16 @@ func (newSealedRow) TableName() string { return "sealed_messages" }
 // the master key MasterKey and bound to the dialogue and its customer (see
 // keyAD). Deleting the row destroys the key: the texts it sealed can never
 // be read again, from any copy, once no master key that wrapped it is left.
+//
+// Two B-trees only, as every commit of a consent writes a page of each: the
+// primary key (on SQLite the table itself, WITHOUT ROWID; see
+// keyTableOptions), which reads and withdrawals look keys up by, and the
+// customer's index, for erasure. MasterKey has none: the check at Open and
+// a rotation read the whole table anyway.
 type dialogueKeyRow struct {
 	DialogueID string `gorm:"primaryKey;check:dialogue_id <> ''"`
 	CustomerID string `gorm:"not null;index:dialogue_keys_customer"`
-	MasterKey  string `gorm:"not null;index:dialogue_keys_master"`
+	MasterKey  string `gorm:"not null"`
 	Wrapped    []byte `gorm:"not null"`
 }
 
@@ -64,10 +70,13 @@ func (dialogueKeyRow) TableName() string { return "dialogue_keys" }
 
 // consentRow is an entry of the append-only consent ledger; the newest entry
 // of a dialogue has the highest ID.
+//
+// It has no index by customer: the right of access, rare, scans the ledger
+// rather than have every consent write a page of one more B-tree.
 type consentRow struct {
-	ID         int64  `gorm:"primaryKey;autoIncrement;index:consents_dialogue_id,priority:2;index:consents_customer_id,priority:2"`
+	ID         int64  `gorm:"primaryKey;autoIncrement;index:consents_dialogue_id,priority:2"`
 	DialogueID string `gorm:"not null;check:dialogue_id <> '';index:consents_dialogue_id,priority:1"`
-	CustomerID string `gorm:"not null;index:consents_customer_id,priority:1"`
+	CustomerID string `gorm:"not null"`
 	Consent    bool   `gorm:"not null"`
 	DecidedAt  int64  `gorm:"not null"`
 	Messages   int    `gorm:"not null"`
@@ -78,8 +87,8 @@ func (consentRow) TableName() string { return "consents" }
 
 // erasureRow records a customer's erasure.
 type erasureRow struct {
-	ID         int64  `gorm:"primaryKey;autoIncrement;index:erasures_customer_id,priority:2"`
-	CustomerID string `gorm:"not null;index:erasures_customer_id,priority:1"`
+	ID         int64  `gorm:"primaryKey;autoIncrement"`
+	CustomerID string `gorm:"not null"`
 	ErasedAt   int64  `gorm:"not null"`
 	Messages   int    `gorm:"not null"`
 	KeyName    string `gorm:"not null"`
@@ -87,20 +96,25 @@ type erasureRow struct {
 
 func (erasureRow) TableName() string { return "erasures" }
 
-// migrate creates or updates the tables and their indexes. When lock is
-// set, the migration is one transaction that runs lock first, so that
-// processes that start together on an empty database take turns rather
-// than race to create the same tables.
-func migrate(ctx context.Context, writer *gorm.DB, lock string) error {
-	rows := []any{&sealedMessageRow{}, &dialogueKeyRow{}, &consentRow{}, &erasureRow{}}
-	if lock == "" {
-		return writer.WithContext(ctx).AutoMigrate(rows...)
-	}
-	return writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Exec(lock).Error; err != nil {
+// migrate creates or updates the tables and their indexes. When the
+// dialect has a migrateLock, the migration is one transaction that takes it
+// first, so that processes that start together on an empty database take
+// turns rather than race to create the same tables.
+func migrate(ctx context.Context, writer *gorm.DB, d dialect) error {
+	run := func(tx *gorm.DB) error {
+		if err := tx.AutoMigrate(&sealedMessageRow{}, &consentRow{}, &erasureRow{}); err != nil {
 			return err
 		}
-		return tx.AutoMigrate(rows...)
+		return tx.Set("gorm:table_options", d.keyTableOptions).AutoMigrate(&dialogueKeyRow{})
+	}
+	if d.migrateLock == "" {
+		return run(writer.WithContext(ctx))
+	}
+	return writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Exec(d.migrateLock).Error; err != nil {
+			return err
+		}
+		return run(tx)
 	})
 }
 
