@@ -195,6 +195,7 @@ func runEncryptionSuite(t *testing.T, b encBackend) {
 		{"KeysFollowDeletions", testKeysFollowDeletions},
 		{"TextBoundToItsRow", testTextBoundToItsRow},
 		{"MigratesPlaintext", testMigratesPlaintext},
+		{"StaleCacheAcrossInstances", testStaleCacheAcrossInstances},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.test(t, b) })
 	}
@@ -465,7 +466,7 @@ func testKeysFollowDeletions(t *testing.T, b encBackend) {
 	if got := count(t, db, "SELECT COUNT(*) FROM dialogue_keys"); got != 3 {
 		t.Errorf("got %d key rows, want 3", got)
 	}
-	if db.keys.get("d1", "c1", first.Wrapped) == nil {
+	if db.keys.get("d1") == nil {
 		t.Error("the key of a dialogue just consented is not cached")
 	}
 
@@ -482,8 +483,8 @@ func testKeysFollowDeletions(t *testing.T, b encBackend) {
 	if _, err := db.Withdraw(ctx, model.Decision{DialogueID: "d1", DecidedAt: t0}); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := keyRow(t, db, "d1"); ok || db.keys.get("d1", "c1", first.Wrapped) != nil {
-		t.Errorf("after the withdrawal: key row %v, cached %v; want neither", ok, db.keys.get("d1", "c1", first.Wrapped) != nil)
+	if _, ok := keyRow(t, db, "d1"); ok || db.keys.get("d1") != nil {
+		t.Errorf("after the withdrawal: key row %v, cached %v; want neither", ok, db.keys.get("d1") != nil)
 	}
 	// A new consent after the withdrawal gets a new key.
 	save(t, db, consent(msg("c1", "d1", "en", "d1 d", 7)))
@@ -498,7 +499,7 @@ func testKeysFollowDeletions(t *testing.T, b encBackend) {
 		t.Errorf("after the erasure, %d key rows of c1 are left", got)
 	}
 	for _, d := range []string{"d1", "d2", "d4"} {
-		if k, _ := keyRow(t, db, d); k.Wrapped != nil || db.keys.get(d, "c1", k.Wrapped) != nil {
+		if k, _ := keyRow(t, db, d); k.Wrapped != nil || db.keys.get(d) != nil {
 			t.Errorf("after the erasure, the key of %s is left", d)
 		}
 	}
@@ -522,6 +523,42 @@ func testKeysFollowDeletions(t *testing.T, b encBackend) {
 	}
 	if _, ok := keyRow(t, db, "d3"); ok || db.keys.len() != 0 {
 		t.Errorf("after the purge of d3's last message: key row %v, %d keys cached; want none", ok, db.keys.len())
+	}
+}
+
+// testStaleCacheAcrossInstances has one instance cache a dialogue's key
+// while another withdraws the dialogue and stores it again under a new
+// key: the first reads the new texts, never the old key's failure, and a
+// consent through it seals under the key the row holds, not the cached one.
+func testStaleCacheAcrossInstances(t *testing.T, b encBackend) {
+	o := b.options(t)
+	a, other := openWith(t, o), openWith(t, o)
+	save(t, a, consent(msg("c1", "d1", "en", "before", 1)))
+	if got := texts(all(t, a, model.Filter{})); !slices.Equal(got, []string{"before"}) || a.keys.get("d1") == nil {
+		t.Fatalf("got %q, cached %v; want [before] and the key cached", got, a.keys.get("d1") != nil)
+	}
+	if _, err := other.Withdraw(t.Context(), model.Decision{DialogueID: "d1", CustomerID: "c1", DecidedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	save(t, other, consent(msg("c1", "d1", "en", "after", 2)))
+	for range 2 { // as a page and as an export
+		page, err := a.Messages(t.Context(), model.Filter{}, nil, 10)
+		if err != nil || !slices.Equal(texts(page), []string{"after"}) {
+			t.Errorf("Messages through the instance with the stale key: got %q, %v; want [after]", texts(page), err)
+		}
+		if got := texts(all(t, a, model.Filter{})); !slices.Equal(got, []string{"after"}) {
+			t.Errorf("Export through the instance with the stale key: got %q, want [after]", got)
+		}
+	}
+	// Stale again, then a consent through it: sealed under the stored key.
+	if _, err := other.Withdraw(t.Context(), model.Decision{DialogueID: "d1", CustomerID: "c1", DecidedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	save(t, other, consent(msg("c1", "d1", "en", "again", 3)))
+	save(t, a, consent(msg("c1", "d1", "en", "through a", 4)))
+	other.keys.drop("d1")
+	if got := texts(all(t, other, model.Filter{})); !slices.Equal(got, []string{"through a", "again"}) {
+		t.Errorf("after a consent through the stale instance: got %q, want [through a again]", got)
 	}
 }
 

@@ -75,10 +75,12 @@ func appendField(dst []byte, s string) []byte {
 }
 
 // keyCache holds unwrapped dialogue keys, the least recently used evicted
-// past keyCacheSize. An entry is used only for the very row it was
-// unwrapped from (wrapped bytes and customer): a key deleted or replaced
-// through another process, or rewrapped by a rotation, is never taken from
-// a stale entry.
+// past keyCacheSize. Reads take a key by its dialogue alone: a stale one (a
+// key deleted and replaced through another process) fails GCM's check on
+// the first text it is tried on, and the reader reads the key row again.
+// Writes never seal under a cached key but for the very row it was
+// unwrapped from (getRow): a key replaced meanwhile must not seal texts
+// that its row cannot open.
 type keyCache struct {
 	mu      sync.Mutex
 	order   list.List // of *cachedKey, the most recently used first
@@ -95,21 +97,32 @@ func newKeyCache() *keyCache {
 	return &keyCache{entries: make(map[string]*list.Element)}
 }
 
-// get returns the key of dialogueID unwrapped from wrapped, bound to
+// get returns the cached key of dialogueID, or nil.
+func (c *keyCache) get(dialogueID string) *keyring.Key {
+	if ck := c.entry(dialogueID); ck != nil {
+		return ck.key
+	}
+	return nil
+}
+
+// getRow returns the key of dialogueID unwrapped from wrapped, bound to
 // customerID, or nil.
-func (c *keyCache) get(dialogueID, customerID string, wrapped []byte) *keyring.Key {
+func (c *keyCache) getRow(dialogueID, customerID string, wrapped []byte) *keyring.Key {
+	if ck := c.entry(dialogueID); ck != nil && ck.customerID == customerID && bytes.Equal(ck.wrapped, wrapped) {
+		return ck.key
+	}
+	return nil
+}
+
+func (c *keyCache) entry(dialogueID string) *cachedKey {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[dialogueID]
 	if !ok {
 		return nil
 	}
-	ck := e.Value.(*cachedKey)
-	if ck.customerID != customerID || !bytes.Equal(ck.wrapped, wrapped) {
-		return nil
-	}
 	c.order.MoveToFront(e)
-	return ck.key
+	return e.Value.(*cachedKey)
 }
 
 func (c *keyCache) put(ck *cachedKey) {
@@ -164,7 +177,7 @@ func (c *keyCache) len() int {
 // unwrapped by the ring and then cached. wrapped may be reused by the caller
 // once unwrap returns.
 func (db *DB) unwrap(dialogueID, customerID string, wrapped []byte) (*keyring.Key, error) {
-	if k := db.keys.get(dialogueID, customerID, wrapped); k != nil {
+	if k := db.keys.getRow(dialogueID, customerID, wrapped); k != nil {
 		return k, nil
 	}
 	k, err := db.ring.Unwrap(wrapped, keyAD(dialogueID, customerID))

@@ -1,9 +1,9 @@
 package repository
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -95,35 +95,30 @@ func (db *DB) export(ctx context.Context, conn *gorm.DB, f model.Filter, fn func
 
 // selectMessages returns the query for the messages matching f that come
 // after position after (from the newest when nil), newest first, at most
-// limit of them (all when limit is 0), each with the wrapped key of its
-// dialogue, and its arguments. The CROSS JOIN keeps sealed_messages the
-// outer loop on SQLite, walking the index that gives the order, with one
-// primary key look-up in dialogue_keys per row; PostgreSQL reads it as the
-// inner join it is. A message whose key is gone (none is, but for one
-// written by a consent racing the withdrawal of its dialogue in another
-// process) is left out: nothing could read it.
+// limit of them (all when limit is 0), and its arguments.
 func selectMessages(f model.Filter, after *model.Position, limit int) (string, []any) {
 	var (
-		where = []string{"k.dialogue_id = m.dialogue_id"}
+		where []string
 		args  []any
 	)
 	if f.Language != "" {
-		where = append(where, "m.language = ?")
+		where = append(where, "language = ?")
 		args = append(args, f.Language)
 	}
 	if f.CustomerID != "" {
-		where = append(where, "m.customer_id = ?")
+		where = append(where, "customer_id = ?")
 		args = append(args, f.CustomerID)
 	}
 	if after != nil {
-		where = append(where, "(m.created_at, m.id) < (?, ?)")
+		where = append(where, "(created_at, id) < (?, ?)")
 		args = append(args, after.CreatedAt.UnixNano(), after.ID)
 	}
 	var b strings.Builder
-	b.WriteString("SELECT m.id, m.customer_id, m.dialogue_id, m.language, m.sealed, m.created_at, k.wrapped" +
-		" FROM sealed_messages m CROSS JOIN dialogue_keys k WHERE ")
-	b.WriteString(strings.Join(where, " AND "))
-	b.WriteString(" ORDER BY m.created_at DESC, m.id DESC")
+	b.WriteString("SELECT id, customer_id, dialogue_id, language, sealed, created_at FROM sealed_messages")
+	if len(where) > 0 {
+		b.WriteString(" WHERE " + strings.Join(where, " AND "))
+	}
+	b.WriteString(" ORDER BY created_at DESC, id DESC")
 	if limit > 0 {
 		b.WriteString(" LIMIT ?")
 		args = append(args, limit)
@@ -131,11 +126,26 @@ func selectMessages(f model.Filter, after *model.Position, limit int) (string, [
 	return b.String(), args
 }
 
+// sealedRow is a message read, its text still sealed.
+type sealedRow struct {
+	m      model.StoredMessage
+	ns     int64
+	sealed []byte
+}
+
 // scan runs query, made by selectMessages, on conn (a read connection when
 // nil) and calls fn for each row, its text opened, until fn returns an
 // error or ctx ends. Rows are read from the connection one at a time
 // (GORM's Rows hands over database/sql's cursor as is), never gathered in
-// memory.
+// memory but for a chunk: the keys of a chunk's dialogues that the cache
+// lacks are read in one query, so that a key costs a look-up per dialogue
+// rather than per row. Where the dialect can run that query while the
+// cursor is open (SQLite), a chunk is keyChunkRows rows; elsewhere it is
+// the whole result, which a page or an export page bounds.
+//
+// A message whose key row is gone (none is, but for one written by a
+// consent racing the withdrawal of its dialogue in another process) is
+// left out: nothing could read it.
 func (db *DB) scan(ctx context.Context, conn *gorm.DB, query string, args []any, fn func(model.StoredMessage) error) error {
 	if conn == nil {
 		return db.reader.WithContext(ctx).Connection(func(conn *gorm.DB) error {
@@ -151,47 +161,154 @@ func (db *DB) scan(ctx context.Context, conn *gorm.DB, query string, args []any,
 	if db.interruptQueries {
 		qctx = ctx
 	}
-	rows, err := conn.WithContext(qctx).Raw(query, args...).Rows()
+	conn = conn.WithContext(qctx)
+	rows, err := conn.Raw(query, args...).Rows()
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	var (
-		sealed, wrapped sql.RawBytes
-		ad, text        []byte
-		last            cachedKey // the key of the row before, as often the same dialogue's
+		chunk  []sealedRow
+		arena  []byte // the sealed texts of chunk
+		sealed sql.RawBytes
+		o      opener
 	)
 	for rows.Next() {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		var (
-			m  model.StoredMessage
-			ns int64
-		)
-		if err := rows.Scan(&m.ID, &m.CustomerID, &m.DialogueID, &m.Language, &sealed, &ns, &wrapped); err != nil {
+		var r sealedRow
+		if err := rows.Scan(&r.m.ID, &r.m.CustomerID, &r.m.DialogueID, &r.m.Language, &sealed, &r.ns); err != nil {
 			return err
 		}
-		key := last.key
-		if m.DialogueID != last.dialogueID || m.CustomerID != last.customerID || !bytes.Equal(wrapped, last.wrapped) {
-			// The key is bound to the message's own customer: a key row
-			// of another customer's does not unwrap here.
-			if key, err = db.unwrap(m.DialogueID, m.CustomerID, wrapped); err != nil {
+		n := len(arena)
+		arena = append(arena, sealed...)
+		r.sealed = arena[n:len(arena):len(arena)]
+		chunk = append(chunk, r)
+		if db.keysWhileReading && len(chunk) == keyChunkRows {
+			if err := o.open(ctx, db, conn, chunk, fn); err != nil {
 				return err
 			}
-			last = cachedKey{dialogueID: m.DialogueID, customerID: m.CustomerID, wrapped: append(last.wrapped[:0], wrapped...), key: key}
+			chunk, arena = chunk[:0], arena[:0]
 		}
-		ad = messageAD(ad[:0], m.DialogueID, m.CustomerID, m.Language, ns)
-		if text, err = key.Open(text[:0], sealed, ad); err != nil {
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	return o.open(ctx, db, conn, chunk, fn)
+}
+
+// keyChunkRows is how many rows scan reads before it looks their keys up,
+// where it can while reading: 256 rows of the 20-message dialogues of the
+// benchmarks cost one key query of about 13 keys.
+const keyChunkRows = 256
+
+// opener opens the texts of a chunk of rows. It keeps its buffers from one
+// chunk to the next.
+type opener struct {
+	keys    map[string]chunkKey // the chunk's keys by dialogue
+	missing []string
+	ad      []byte
+	text    []byte
+}
+
+type chunkKey struct {
+	key    *keyring.Key
+	loaded bool // read from the database for this chunk, not from the cache
+}
+
+// open opens the texts of chunk and calls fn with each message, in order.
+// A key comes from the cache, or from the database for the dialogues the
+// cache lacks, read on conn in one query. A cached key may be stale (the
+// dialogue withdrawn and consented again through another process): GCM
+// then refuses the text, and the key is read again before the text counts
+// as not opening.
+func (o *opener) open(ctx context.Context, db *DB, conn *gorm.DB, chunk []sealedRow, fn func(model.StoredMessage) error) error {
+	if len(chunk) == 0 {
+		return nil
+	}
+	if o.keys == nil {
+		o.keys = make(map[string]chunkKey)
+	}
+	clear(o.keys)
+	o.missing = o.missing[:0]
+	for _, r := range chunk {
+		d := r.m.DialogueID
+		if _, seen := o.keys[d]; seen || slices.Contains(o.missing, d) {
+			continue
+		}
+		if k := db.keys.get(d); k != nil {
+			o.keys[d] = chunkKey{key: k}
+		} else {
+			o.missing = append(o.missing, d)
+		}
+	}
+	load := func(ids []string) error {
+		return db.loadKeys(conn, ids, func(d string, k *keyring.Key) { o.keys[d] = chunkKey{key: k, loaded: true} })
+	}
+	if err := load(o.missing); err != nil {
+		return err
+	}
+	for _, r := range chunk {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		m := r.m
+		ck, ok := o.keys[m.DialogueID]
+		if !ok {
+			continue // its key row is gone
+		}
+		o.ad = messageAD(o.ad[:0], m.DialogueID, m.CustomerID, m.Language, r.ns)
+		text, err := ck.key.Open(o.text[:0], r.sealed, o.ad)
+		if errors.Is(err, keyring.ErrOpen) && !ck.loaded {
+			db.keys.drop(m.DialogueID)
+			delete(o.keys, m.DialogueID)
+			if err := load([]string{m.DialogueID}); err != nil {
+				return err
+			}
+			if ck, ok = o.keys[m.DialogueID]; !ok {
+				continue
+			}
+			text, err = ck.key.Open(o.text[:0], r.sealed, o.ad)
+		}
+		if err != nil {
 			return fmt.Errorf("open a stored text: %w", err)
 		}
+		o.text = text
 		m.Text = string(text)
-		m.CreatedAt = fromNanos(ns)
+		m.CreatedAt = fromNanos(r.ns)
 		if err := fn(m); err != nil {
 			return err
 		}
 	}
-	return rows.Err()
+	return nil
+}
+
+// loadKeys reads the key rows of dialogueIDs on conn in one query, unwraps
+// and caches them, and calls set with each.
+func (db *DB) loadKeys(conn *gorm.DB, dialogueIDs []string, set func(dialogueID string, k *keyring.Key)) error {
+	if len(dialogueIDs) == 0 {
+		return nil
+	}
+	ids, err := json.Marshal(dialogueIDs)
+	if err != nil {
+		return err
+	}
+	var rows []dialogueKeyRow
+	if err := conn.Raw(db.keysQuery, string(ids)).Scan(&rows).Error; err != nil {
+		return err
+	}
+	for _, r := range rows {
+		k, err := db.unwrap(r.DialogueID, r.CustomerID, r.Wrapped)
+		if err != nil {
+			return err
+		}
+		set(r.DialogueID, k)
+	}
+	return nil
 }
 
 // EraseCustomer hard-deletes every stored message of e.CustomerID and the

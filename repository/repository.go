@@ -59,9 +59,12 @@ type DB struct {
 	// scrubs runs scrubAfterDelete in the background after withdrawals and
 	// purges; nil when the dialect has none.
 	scrubs *scrubber
-	// interruptQueries and exportPage are the dialect's.
+	// interruptQueries, exportPage, keysWhileReading and keysQuery are
+	// the dialect's.
 	interruptQueries bool
 	exportPage       int
+	keysWhileReading bool
+	keysQuery        string
 }
 
 // dialect holds what differs between database engines: how to connect the
@@ -92,6 +95,13 @@ type dialect struct {
 	// exportPage, when positive, makes Export read pages of that many rows,
 	// each a keyset query of its own, rather than run one query for all.
 	exportPage int
+	// keysWhileReading says whether a connection can run a query while it
+	// reads the rows of another (SQLite can; PostgreSQL's protocol cannot),
+	// so that scan looks keys up every keyChunkRows rows.
+	keysWhileReading bool
+	// keysQuery selects the dialogue_id, customer_id and wrapped of the
+	// dialogue keys whose ids its one argument lists, a JSON array.
+	keysQuery string
 }
 
 // Open opens the database o describes, creating and migrating its schema as
@@ -125,7 +135,11 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		readers = defaultMaxReaders
 	}
 
-	db := &DB{log: log, keys: newKeyCache(), scrub: d.scrub, interruptQueries: d.interruptQueries, exportPage: d.exportPage}
+	db := &DB{
+		log: log, keys: newKeyCache(), scrub: d.scrub,
+		interruptQueries: d.interruptQueries, exportPage: d.exportPage,
+		keysWhileReading: d.keysWhileReading, keysQuery: d.keysQuery,
+	}
 	if db.writer, err = openPool(d.writer, 1, log); err != nil {
 		return nil, fmt.Errorf("open database writer: %w", err)
 	}

@@ -50,7 +50,9 @@ func newSQLite(path string) (dialect, error) {
 		scrubAfterDelete: checkpointSQLiteBriefly,
 		// The primary key is the table: a key look-up is one B-tree
 		// descent, and a new key writes one page fewer.
-		keyTableOptions: " WITHOUT ROWID",
+		keyTableOptions:  " WITHOUT ROWID",
+		keysWhileReading: true,
+		keysQuery:        "SELECT dialogue_id, customer_id, wrapped FROM dialogue_keys WHERE dialogue_id IN (SELECT value FROM json_each(?))",
 	}, nil
 }
 

@@ -432,17 +432,17 @@ func TestKeyCacheIsBounded(t *testing.T) {
 	for i := range keyCacheSize + 10 {
 		c.put(&cachedKey{dialogueID: fmt.Sprint("d", i), customerID: "c", wrapped: []byte{byte(i)}, key: k})
 		if i == keyCacheSize-1 {
-			c.get("d0", "c", []byte{0}) // d0 is used: d1 is the oldest now
+			c.get("d0") // d0 is used: d1 is the oldest now
 		}
 	}
 	if c.len() != keyCacheSize {
 		t.Errorf("got %d keys cached, want %d", c.len(), keyCacheSize)
 	}
-	if c.get("d0", "c", []byte{0}) == nil || c.get("d1", "c", []byte{1}) != nil {
+	if c.getRow("d0", "c", []byte{0}) == nil || c.get("d1") != nil {
 		t.Error("the cache evicted a recently used key before the least recently used one")
 	}
-	if c.get("d0", "c", []byte{1}) != nil || c.get("d0", "c2", []byte{0}) != nil {
-		t.Error("the cache answers for other wrapped bytes or another customer")
+	if c.getRow("d0", "c", []byte{1}) != nil || c.getRow("d0", "c2", []byte{0}) != nil {
+		t.Error("the cache answers a writer for other wrapped bytes or another customer")
 	}
 	c.dropCustomer("c")
 	if c.len() != 0 {
