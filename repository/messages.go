@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -167,12 +168,9 @@ func (db *DB) scan(ctx context.Context, conn *gorm.DB, query string, args []any,
 		return err
 	}
 	defer rows.Close()
-	var (
-		chunk  []sealedRow
-		arena  []byte // the sealed texts of chunk
-		sealed sql.RawBytes
-		o      opener
-	)
+	b := scanBufs.Get().(*scanBuf)
+	defer b.release()
+	var sealed sql.RawBytes
 	for rows.Next() {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -181,15 +179,15 @@ func (db *DB) scan(ctx context.Context, conn *gorm.DB, query string, args []any,
 		if err := rows.Scan(&r.m.ID, &r.m.CustomerID, &r.m.DialogueID, &r.m.Language, &sealed, &r.ns); err != nil {
 			return err
 		}
-		n := len(arena)
-		arena = append(arena, sealed...)
-		r.sealed = arena[n:len(arena):len(arena)]
-		chunk = append(chunk, r)
-		if db.keysWhileReading && len(chunk) == keyChunkRows {
-			if err := o.open(ctx, db, conn, chunk, fn); err != nil {
+		n := len(b.arena)
+		b.arena = append(b.arena, sealed...)
+		r.sealed = b.arena[n:len(b.arena):len(b.arena)]
+		b.chunk = append(b.chunk, r)
+		if db.keysWhileReading && len(b.chunk) == keyChunkRows {
+			if err := b.open(ctx, db, conn, b.chunk, fn); err != nil {
 				return err
 			}
-			chunk, arena = chunk[:0], arena[:0]
+			b.chunk, b.arena = b.chunk[:0], b.arena[:0]
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -198,7 +196,30 @@ func (db *DB) scan(ctx context.Context, conn *gorm.DB, query string, args []any,
 	if err := rows.Close(); err != nil {
 		return err
 	}
-	return o.open(ctx, db, conn, chunk, fn)
+	return b.open(ctx, db, conn, b.chunk, fn)
+}
+
+// scanBuf is what scan reads a chunk of rows into, kept for the next scan:
+// a page would otherwise allocate twice its size in buffers that grow.
+type scanBuf struct {
+	chunk []sealedRow
+	arena []byte // the sealed texts of chunk
+	opener
+}
+
+var scanBufs = sync.Pool{New: func() any { return new(scanBuf) }}
+
+// maxPooledArena bounds the buffer of sealed texts kept for the next scan:
+// a PostgreSQL export page of long texts is let go.
+const maxPooledArena = 1 << 20
+
+func (b *scanBuf) release() {
+	clear(b.chunk) // no strings kept alive
+	b.chunk, b.arena = b.chunk[:0], b.arena[:0]
+	if cap(b.arena) > maxPooledArena {
+		b.arena = nil
+	}
+	scanBufs.Put(b)
 }
 
 // keyChunkRows is how many rows scan reads before it looks their keys up,
