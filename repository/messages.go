@@ -169,6 +169,7 @@ func (db *DB) scan(ctx context.Context, conn *gorm.DB, query string, args []any,
 	}
 	defer rows.Close()
 	b := scanBufs.Get().(*scanBuf)
+	b.lookup = keyLookup{db: db, pool: conn.Statement.ConnPool, ctx: qctx}
 	defer b.release()
 	var sealed sql.RawBytes
 	for rows.Next() {
@@ -184,7 +185,7 @@ func (db *DB) scan(ctx context.Context, conn *gorm.DB, query string, args []any,
 		r.sealed = b.arena[n:len(b.arena):len(b.arena)]
 		b.chunk = append(b.chunk, r)
 		if db.keysWhileReading && len(b.chunk) == keyChunkRows {
-			if err := b.open(ctx, db, conn, b.chunk, fn); err != nil {
+			if err := b.open(ctx, db, b.chunk, fn); err != nil {
 				return err
 			}
 			b.chunk, b.arena = b.chunk[:0], b.arena[:0]
@@ -196,7 +197,7 @@ func (db *DB) scan(ctx context.Context, conn *gorm.DB, query string, args []any,
 	if err := rows.Close(); err != nil {
 		return err
 	}
-	return b.open(ctx, db, conn, b.chunk, fn)
+	return b.open(ctx, db, b.chunk, fn)
 }
 
 // scanBuf is what scan reads a chunk of rows into, kept for the next scan:
@@ -214,6 +215,7 @@ var scanBufs = sync.Pool{New: func() any { return new(scanBuf) }}
 const maxPooledArena = 1 << 20
 
 func (b *scanBuf) release() {
+	b.lookup.close()
 	clear(b.chunk) // no strings kept alive
 	b.chunk, b.arena = b.chunk[:0], b.arena[:0]
 	if cap(b.arena) > maxPooledArena {
@@ -230,6 +232,7 @@ const keyChunkRows = 256
 // opener opens the texts of a chunk of rows. It keeps its buffers from one
 // chunk to the next.
 type opener struct {
+	lookup  keyLookup
 	keys    map[string]chunkKey // the chunk's keys by dialogue
 	missing []string
 	ad      []byte
@@ -243,11 +246,11 @@ type chunkKey struct {
 
 // open opens the texts of chunk and calls fn with each message, in order.
 // A key comes from the cache, or from the database for the dialogues the
-// cache lacks, read on conn in one query. A cached key may be stale (the
-// dialogue withdrawn and consented again through another process): GCM
-// then refuses the text, and the key is read again before the text counts
-// as not opening.
-func (o *opener) open(ctx context.Context, db *DB, conn *gorm.DB, chunk []sealedRow, fn func(model.StoredMessage) error) error {
+// cache lacks, read in one query. A cached key may be stale (the dialogue
+// withdrawn and consented again through another process): GCM then
+// refuses the text, and the key is read again before the text counts as
+// not opening.
+func (o *opener) open(ctx context.Context, db *DB, chunk []sealedRow, fn func(model.StoredMessage) error) error {
 	if len(chunk) == 0 {
 		return nil
 	}
@@ -267,10 +270,8 @@ func (o *opener) open(ctx context.Context, db *DB, conn *gorm.DB, chunk []sealed
 			o.missing = append(o.missing, d)
 		}
 	}
-	load := func(ids []string) error {
-		return db.loadKeys(conn, ids, func(d string, k *keyring.Key) { o.keys[d] = chunkKey{key: k, loaded: true} })
-	}
-	if err := load(o.missing); err != nil {
+	set := func(d string, k *keyring.Key) { o.keys[d] = chunkKey{key: k, loaded: true} }
+	if err := o.lookup.load(o.missing, set); err != nil {
 		return err
 	}
 	for _, r := range chunk {
@@ -287,7 +288,7 @@ func (o *opener) open(ctx context.Context, db *DB, conn *gorm.DB, chunk []sealed
 		if errors.Is(err, keyring.ErrOpen) && !ck.loaded {
 			db.keys.drop(m.DialogueID)
 			delete(o.keys, m.DialogueID)
-			if err := load([]string{m.DialogueID}); err != nil {
+			if err := o.lookup.load([]string{m.DialogueID}, set); err != nil {
 				return err
 			}
 			if ck, ok = o.keys[m.DialogueID]; !ok {
@@ -308,28 +309,61 @@ func (o *opener) open(ctx context.Context, db *DB, conn *gorm.DB, chunk []sealed
 	return nil
 }
 
-// loadKeys reads the key rows of dialogueIDs on conn in one query, unwraps
-// and caches them, and calls set with each.
-func (db *DB) loadKeys(conn *gorm.DB, dialogueIDs []string, set func(dialogueID string, k *keyring.Key)) error {
+// keyLookup reads dialogue keys on the connection of a scan, through one
+// statement prepared at its first look-up: an export looks keys up once
+// per chunk, and a connection of its own (outside GORM's cache of
+// prepared statements) would parse the query every time.
+type keyLookup struct {
+	db   *DB
+	pool gorm.ConnPool
+	ctx  context.Context
+	stmt *sql.Stmt
+}
+
+// load reads the key rows of dialogueIDs, unwraps and caches them, and
+// calls set with each.
+func (l *keyLookup) load(dialogueIDs []string, set func(dialogueID string, k *keyring.Key)) error {
 	if len(dialogueIDs) == 0 {
 		return nil
+	}
+	if l.stmt == nil {
+		stmt, err := l.pool.PrepareContext(l.ctx, l.db.keysQuery)
+		if err != nil {
+			return err
+		}
+		l.stmt = stmt
 	}
 	ids, err := json.Marshal(dialogueIDs)
 	if err != nil {
 		return err
 	}
-	var rows []dialogueKeyRow
-	if err := conn.Raw(db.keysQuery, string(ids)).Scan(&rows).Error; err != nil {
+	rows, err := l.stmt.QueryContext(l.ctx, string(ids))
+	if err != nil {
 		return err
 	}
-	for _, r := range rows {
-		k, err := db.unwrap(r.DialogueID, r.CustomerID, r.Wrapped)
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			dialogueID, customerID string
+			wrapped                sql.RawBytes
+		)
+		if err := rows.Scan(&dialogueID, &customerID, &wrapped); err != nil {
+			return err
+		}
+		k, err := l.db.unwrap(dialogueID, customerID, wrapped)
 		if err != nil {
 			return err
 		}
-		set(r.DialogueID, k)
+		set(dialogueID, k)
 	}
-	return nil
+	return rows.Err()
+}
+
+func (l *keyLookup) close() {
+	if l.stmt != nil {
+		l.stmt.Close() // an error would be the connection's, which the scan reports
+	}
+	*l = keyLookup{}
 }
 
 // EraseCustomer hard-deletes every stored message of e.CustomerID and the

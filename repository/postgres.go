@@ -53,7 +53,7 @@ func newPostgres(dsn string) (dialect, error) {
 		scrub:            vacuumMessages(cfg),
 		interruptQueries: true,
 		exportPage:       postgresExportPage,
-		keysQuery:        "SELECT dialogue_id, customer_id, wrapped FROM dialogue_keys WHERE dialogue_id IN (SELECT jsonb_array_elements_text(?::jsonb))",
+		keysQuery:        "SELECT dialogue_id, customer_id, wrapped FROM dialogue_keys WHERE dialogue_id IN (SELECT jsonb_array_elements_text($1::jsonb))",
 	}, nil
 }
 

@@ -100,7 +100,8 @@ type dialect struct {
 	// so that scan looks keys up every keyChunkRows rows.
 	keysWhileReading bool
 	// keysQuery selects the dialogue_id, customer_id and wrapped of the
-	// dialogue keys whose ids its one argument lists, a JSON array.
+	// dialogue keys whose ids its one argument lists, a JSON array. It is
+	// prepared by database/sql, not GORM: its placeholder is the driver's.
 	keysQuery string
 }
 
