@@ -138,12 +138,19 @@ type sealedRow struct {
 // nil) and calls fn for each row, its text opened, until fn returns an
 // error or ctx ends. Rows are read from the connection one at a time
 // (GORM's Rows hands over database/sql's cursor as is), never gathered in
-// memory but for a chunk: the keys of a chunk's dialogues that the cache
-// lacks are read in one query, so that a key costs a look-up per dialogue
-// rather than per row. Where the dialect can run that query while the
-// cursor is open (SQLite), a chunk is keyChunkRows rows; elsewhere it is
-// the whole result, which a page or an export page bounds.
+// memory but while their keys are looked up.
 //
+// A row whose dialogue's key is at hand (the row before's, or cached) is
+// opened at once. From the first that is not, rows are kept in a chunk
+// until their keys are read, in one query for all the chunk's dialogues
+// that the cache lacks, so that a key costs a look-up per dialogue, not per
+// row. Where the dialect can run that query while the cursor is open
+// (SQLite), a chunk ends after keyChunkRows rows; elsewhere at the end of
+// the result, which a page or an export page bounds.
+//
+// A cached key may be stale: the dialogue was withdrawn and consented
+// again through another process, under a new key. GCM then refuses the
+// text, and the key is read again before the text counts as not opening.
 // A message whose key row is gone (none is, but for one written by a
 // consent racing the withdrawal of its dialogue in another process) is
 // left out: nothing could read it.
@@ -169,6 +176,7 @@ func (db *DB) scan(ctx context.Context, conn *gorm.DB, query string, args []any,
 	}
 	defer rows.Close()
 	b := scanBufs.Get().(*scanBuf)
+	b.db, b.fn = db, fn
 	b.lookup = keyLookup{db: db, pool: conn.Statement.ConnPool, ctx: qctx}
 	defer b.release()
 	var sealed sql.RawBytes
@@ -180,15 +188,25 @@ func (db *DB) scan(ctx context.Context, conn *gorm.DB, query string, args []any,
 		if err := rows.Scan(&r.m.ID, &r.m.CustomerID, &r.m.DialogueID, &r.m.Language, &sealed, &r.ns); err != nil {
 			return err
 		}
+		if len(b.chunk) == 0 {
+			if key := b.keyAtHand(r.m.DialogueID); key != nil {
+				r.sealed = sealed
+				if done, err := b.emit(r, key, false); done || err != nil {
+					if err != nil {
+						return err
+					}
+					continue
+				}
+			}
+		}
 		n := len(b.arena)
 		b.arena = append(b.arena, sealed...)
 		r.sealed = b.arena[n:len(b.arena):len(b.arena)]
 		b.chunk = append(b.chunk, r)
 		if db.keysWhileReading && len(b.chunk) == keyChunkRows {
-			if err := b.open(ctx, db, b.chunk, fn); err != nil {
+			if err := b.flush(ctx); err != nil {
 				return err
 			}
-			b.chunk, b.arena = b.chunk[:0], b.arena[:0]
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -197,18 +215,36 @@ func (db *DB) scan(ctx context.Context, conn *gorm.DB, query string, args []any,
 	if err := rows.Close(); err != nil {
 		return err
 	}
-	return b.open(ctx, db, b.chunk, fn)
+	return b.flush(ctx)
 }
 
-// scanBuf is what scan reads a chunk of rows into, kept for the next scan:
-// a page would otherwise allocate twice its size in buffers that grow.
+// keyChunkRows is how many rows scan keeps before it looks their keys up,
+// where it can while reading: 256 rows of the 20-message dialogues of the
+// benchmarks cost one key query of about 13 keys.
+const keyChunkRows = 256
+
+// scanBuf is the state of one scan, kept for the next: a page would
+// otherwise allocate twice its size in buffers that grow.
 type scanBuf struct {
-	chunk []sealedRow
-	arena []byte // the sealed texts of chunk
-	opener
+	db     *DB
+	fn     func(model.StoredMessage) error
+	lookup keyLookup
+	chunk  []sealedRow // rows waiting for their keys
+	arena  []byte      // the sealed texts of chunk
+	keys   map[string]chunkKey
+	ids    []string // dialogues to look up
+	ad     []byte
+	text   []byte
+	lastID string // the dialogue of the last key used, and the key
+	last   *keyring.Key
 }
 
-var scanBufs = sync.Pool{New: func() any { return new(scanBuf) }}
+type chunkKey struct {
+	key    *keyring.Key
+	loaded bool // read from the database, not from the cache
+}
+
+var scanBufs = sync.Pool{New: func() any { return &scanBuf{keys: make(map[string]chunkKey)} }}
 
 // maxPooledArena bounds the buffer of sealed texts kept for the next scan:
 // a PostgreSQL export page of long texts is let go.
@@ -217,95 +253,93 @@ const maxPooledArena = 1 << 20
 func (b *scanBuf) release() {
 	b.lookup.close()
 	clear(b.chunk) // no strings kept alive
-	b.chunk, b.arena = b.chunk[:0], b.arena[:0]
+	clear(b.keys)
+	b.chunk, b.arena, b.ids = b.chunk[:0], b.arena[:0], b.ids[:0]
 	if cap(b.arena) > maxPooledArena {
 		b.arena = nil
 	}
+	b.db, b.fn, b.lastID, b.last = nil, nil, "", nil
 	scanBufs.Put(b)
 }
 
-// keyChunkRows is how many rows scan reads before it looks their keys up,
-// where it can while reading: 256 rows of the 20-message dialogues of the
-// benchmarks cost one key query of about 13 keys.
-const keyChunkRows = 256
-
-// opener opens the texts of a chunk of rows. It keeps its buffers from one
-// chunk to the next.
-type opener struct {
-	lookup  keyLookup
-	keys    map[string]chunkKey // the chunk's keys by dialogue
-	missing []string
-	ad      []byte
-	text    []byte
+// keyAtHand returns the key of the row before when it is of the same
+// dialogue, or the cached one, or nil.
+func (b *scanBuf) keyAtHand(dialogueID string) *keyring.Key {
+	if dialogueID == b.lastID && b.last != nil {
+		return b.last
+	}
+	return b.db.keys.get(dialogueID)
 }
 
-type chunkKey struct {
-	key    *keyring.Key
-	loaded bool // read from the database for this chunk, not from the cache
+// emit opens r's text with key and calls fn with the message. It reports
+// done false, without error, when a cached key (loaded false) does not
+// open the text: it is then dropped, and the row must wait for its key.
+func (b *scanBuf) emit(r sealedRow, key *keyring.Key, loaded bool) (done bool, err error) {
+	m := r.m
+	b.ad = messageAD(b.ad[:0], m.DialogueID, m.CustomerID, m.Language, r.ns)
+	text, err := key.Open(b.text[:0], r.sealed, b.ad)
+	switch {
+	case errors.Is(err, keyring.ErrOpen) && !loaded:
+		b.db.keys.drop(m.DialogueID)
+		b.lastID, b.last = "", nil
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("open a stored text: %w", err)
+	}
+	b.text, b.lastID, b.last = text, m.DialogueID, key
+	m.Text = string(text)
+	m.CreatedAt = fromNanos(r.ns)
+	return true, b.fn(m)
 }
 
-// open opens the texts of chunk and calls fn with each message, in order.
-// A key comes from the cache, or from the database for the dialogues the
-// cache lacks, read in one query. A cached key may be stale (the dialogue
-// withdrawn and consented again through another process): GCM then
-// refuses the text, and the key is read again before the text counts as
-// not opening.
-func (o *opener) open(ctx context.Context, db *DB, chunk []sealedRow, fn func(model.StoredMessage) error) error {
-	if len(chunk) == 0 {
+// flush looks up the keys the cache lacks for the rows of the chunk, in one
+// query, and opens them in order.
+func (b *scanBuf) flush(ctx context.Context) error {
+	if len(b.chunk) == 0 {
 		return nil
 	}
-	if o.keys == nil {
-		o.keys = make(map[string]chunkKey)
-	}
-	clear(o.keys)
-	o.missing = o.missing[:0]
-	for _, r := range chunk {
+	clear(b.keys)
+	b.ids = b.ids[:0]
+	for _, r := range b.chunk {
 		d := r.m.DialogueID
-		if _, seen := o.keys[d]; seen || slices.Contains(o.missing, d) {
+		if _, seen := b.keys[d]; seen || slices.Contains(b.ids, d) {
 			continue
 		}
-		if k := db.keys.get(d); k != nil {
-			o.keys[d] = chunkKey{key: k}
+		if k := b.db.keys.get(d); k != nil {
+			b.keys[d] = chunkKey{key: k}
 		} else {
-			o.missing = append(o.missing, d)
+			b.ids = append(b.ids, d)
 		}
 	}
-	set := func(d string, k *keyring.Key) { o.keys[d] = chunkKey{key: k, loaded: true} }
-	if err := o.lookup.load(o.missing, set); err != nil {
+	set := func(d string, k *keyring.Key) { b.keys[d] = chunkKey{key: k, loaded: true} }
+	if err := b.lookup.load(b.ids, set); err != nil {
 		return err
 	}
-	for _, r := range chunk {
+	for _, r := range b.chunk {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		m := r.m
-		ck, ok := o.keys[m.DialogueID]
+		ck, ok := b.keys[r.m.DialogueID]
 		if !ok {
 			continue // its key row is gone
 		}
-		o.ad = messageAD(o.ad[:0], m.DialogueID, m.CustomerID, m.Language, r.ns)
-		text, err := ck.key.Open(o.text[:0], r.sealed, o.ad)
-		if errors.Is(err, keyring.ErrOpen) && !ck.loaded {
-			db.keys.drop(m.DialogueID)
-			delete(o.keys, m.DialogueID)
-			if err := o.lookup.load([]string{m.DialogueID}, set); err != nil {
+		done, err := b.emit(r, ck.key, ck.loaded)
+		if err == nil && !done { // a stale cached key: read it again
+			delete(b.keys, r.m.DialogueID)
+			if err := b.lookup.load([]string{r.m.DialogueID}, set); err != nil {
 				return err
 			}
-			if ck, ok = o.keys[m.DialogueID]; !ok {
+			if ck, ok = b.keys[r.m.DialogueID]; !ok {
 				continue
 			}
-			text, err = ck.key.Open(o.text[:0], r.sealed, o.ad)
+			_, err = b.emit(r, ck.key, true)
 		}
 		if err != nil {
-			return fmt.Errorf("open a stored text: %w", err)
-		}
-		o.text = text
-		m.Text = string(text)
-		m.CreatedAt = fromNanos(r.ns)
-		if err := fn(m); err != nil {
 			return err
 		}
 	}
+	clear(b.chunk)
+	b.chunk, b.arena = b.chunk[:0], b.arena[:0]
 	return nil
 }
 
