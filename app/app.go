@@ -146,10 +146,8 @@ func (a *App) openPending(ctx context.Context, clock func() time.Time) (pending.
 			RedisPassword: rc.Sentinel.RedisPassword,
 			DB:            rc.Sentinel.DB,
 		},
-		Prefix:       rc.Prefix,
-		TakeTimeout:  rc.TakeTimeout,
-		WaitReplicas: rc.WaitReplicas,
-		WaitTimeout:  rc.WaitTimeout,
+		Prefix:      rc.Prefix,
+		TakeTimeout: rc.TakeTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open redis: %w", err)

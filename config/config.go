@@ -80,12 +80,10 @@ type Dialogues struct {
 // Redis configures the shared store of pending dialogues, used when
 // dialogues.store is redis.
 type Redis struct {
-	URL          string        `mapstructure:"url"` // a plain server; unused with sentinel.master set
-	Sentinel     Sentinel      `mapstructure:"sentinel"`
-	Prefix       string        `mapstructure:"prefix"`
-	TakeTimeout  time.Duration `mapstructure:"take_timeout"`
-	WaitReplicas int           `mapstructure:"wait_replicas"` // replicas that must hold a change before it is acknowledged; 0: none
-	WaitTimeout  time.Duration `mapstructure:"wait_timeout"`
+	URL         string        `mapstructure:"url"` // a plain server; unused with sentinel.master set
+	Sentinel    Sentinel      `mapstructure:"sentinel"`
+	Prefix      string        `mapstructure:"prefix"`
+	TakeTimeout time.Duration `mapstructure:"take_timeout"`
 }
 
 // Sentinel names a primary that Redis Sentinel watches, in place of

@@ -31,8 +31,7 @@ var want = Config{
 	},
 	Database:  Database{Driver: "sqlite", DSN: "data/data-api.db", MaxReaders: 4, CommitBatch: 128},
 	Dialogues: Dialogues{Store: "memory", TTL: 30 * time.Minute, SweepInterval: time.Minute, MaxPending: 100000, MaxMessages: 1000, MaxBytes: 1 << 30, Shards: 64},
-	Redis: Redis{URL: "redis://127.0.0.1:6379/0", Prefix: "data-api:", TakeTimeout: time.Minute,
-		WaitTimeout: 50 * time.Millisecond, Sentinel: Sentinel{Addrs: []string{}}},
+	Redis:     Redis{URL: "redis://127.0.0.1:6379/0", Sentinel: Sentinel{Addrs: []string{}}, Prefix: "data-api:", TakeTimeout: time.Minute},
 	Limits:    Limits{MaxTextBytes: 8192, MaxBodyBytes: 65536},
 	Retention: Retention{MaxAge: 0, Interval: time.Hour, BatchSize: 1000},
 	Log:       Log{Level: "info"},
@@ -236,8 +235,6 @@ func TestLoadEnvOverridesEveryKey(t *testing.T) {
 		"redis.url":                  {value: "redis://10.0.0.1:6380/2", got: func(c Config) any { return c.Redis.URL }, want: "redis://10.0.0.1:6380/2"},
 		"redis.prefix":               {value: "staging:", got: func(c Config) any { return c.Redis.Prefix }, want: "staging:"},
 		"redis.take_timeout":         {value: "2m", got: func(c Config) any { return c.Redis.TakeTimeout }, want: 2 * time.Minute},
-		"redis.wait_replicas":        {value: "1", got: func(c Config) any { return c.Redis.WaitReplicas }, want: 1},
-		"redis.wait_timeout":         {value: "200ms", got: func(c Config) any { return c.Redis.WaitTimeout }, want: 200 * time.Millisecond},
 		"redis.sentinel.master":      {value: "data-api", got: func(c Config) any { return c.Redis.Sentinel.Master }, want: "data-api"},
 		"redis.sentinel.addrs": {
 			value: `["10.0.0.1:26379","10.0.0.2:26379"]`, got: func(c Config) any { return c.Redis.Sentinel.Addrs }, want: []string{"10.0.0.1:26379", "10.0.0.2:26379"},
@@ -484,7 +481,6 @@ func TestValidate(t *testing.T) {
 		{"redis store with zero take timeout", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.TakeTimeout = 0 }, "redis.take_timeout", "must be positive, got 0s"},
 		{"sentinel", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.Sentinel = sentinel }, "", ""},
 		{"sentinel leaves the url unused", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.Sentinel = sentinel; c.Redis.URL = "" }, "", ""},
-		{"sentinel waiting for a replica", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.Sentinel = sentinel; c.Redis.WaitReplicas = 1 }, "", ""},
 		{"sentinel without addrs", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.Sentinel = Sentinel{Master: "m"} }, "redis.sentinel.addrs",
 			"must list the sentinels as host:port when redis.sentinel.master is set, e.g. [10.0.0.1:26379, 10.0.0.2:26379, 10.0.0.3:26379]"},
 		{"sentinel addrs without master", func(c *Config) {
@@ -501,9 +497,6 @@ func TestValidate(t *testing.T) {
 			c.Redis.Sentinel.Addrs = []string{"10.0.0.1:26379", "10.0.0.2"}
 		}, "redis.sentinel.addrs[1]", `must be host:port, e.g. 10.0.0.1:26379, got "10.0.0.2"`},
 		{"sentinel negative db", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.Sentinel = sentinel; c.Redis.Sentinel.DB = -1 }, "redis.sentinel.db", "must not be negative, got -1"},
-		{"negative wait replicas", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.WaitReplicas = -1 }, "redis.wait_replicas", "must not be negative (0 waits for no replica), got -1"},
-		{"wait replicas without timeout", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.WaitReplicas = 1; c.Redis.WaitTimeout = 0 }, "redis.wait_timeout", "must be positive, got 0s"},
-		{"zero wait timeout unused", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.WaitTimeout = 0 }, "", ""},
 		{"zero ttl", func(c *Config) { c.Dialogues.TTL = 0 }, "dialogues.ttl", "must be positive, got 0s"},
 		{"zero sweep interval", func(c *Config) { c.Dialogues.SweepInterval = 0 }, "dialogues.sweep_interval", "must be positive, got 0s"},
 		{"zero max pending", func(c *Config) { c.Dialogues.MaxPending = 0 }, "dialogues.max_pending", "must be positive, got 0"},
@@ -774,7 +767,6 @@ func TestLogValue(t *testing.T) {
 		{"dialogues", "ttl", "30m0s"},
 		{"server", "read_header_timeout", "5s"},
 		{"server", "drain_delay", "0s"},
-		{"redis", "wait_timeout", "50ms"},
 		{"dialogues", "max_pending", 100000.0},
 		{"cursor", "secret", "[redacted]"},
 	} {

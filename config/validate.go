@@ -158,12 +158,6 @@ func (r Redis) addProblems(e *Error) {
 		}
 	}
 	positive(e, "redis.take_timeout", r.TakeTimeout)
-	if r.WaitReplicas < 0 {
-		e.add("redis.wait_replicas", fmt.Sprintf("must not be negative (0 waits for no replica), got %d", r.WaitReplicas))
-	}
-	if r.WaitReplicas > 0 {
-		positive(e, "redis.wait_timeout", r.WaitTimeout)
-	}
 }
 
 // placeholderPrefixes and placeholderValues are what templates, examples

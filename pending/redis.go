@@ -29,11 +29,6 @@ type RedisOptions struct {
 	// when its taker never ends the take (the process died mid-decision);
 	// after that any instance may take it again.
 	TakeTimeout time.Duration
-	// WaitReplicas, when positive, makes every change wait until that many
-	// replicas hold it (Redis's WAIT), for at most WaitTimeout, before it
-	// is acknowledged; a change not confirmed in time fails as unavailable.
-	WaitReplicas int
-	WaitTimeout  time.Duration
 }
 
 // Sentinel names a primary that Redis Sentinel watches: the store asks the
@@ -55,12 +50,19 @@ type Sentinel struct {
 // connections and are pipelined (rueidis), so that a message costs Redis a
 // script, not a round trip on a connection of its own.
 //
+// Redis replicates asynchronously, so a failover (Sentinel's) may lose what
+// the old primary acknowledged last, from any dialogue. A dialogue records
+// the primary's replication history it started in, and one that lived
+// through a failover is dropped when taken for its decision: its consent
+// answers 404, never stores it in part.
+//
 // Keys, below the prefix: d:{id} a hash (customer, deadline, take token and
-// its deadline, epoch), m:{id} the list of messages, c:{customer} the set of
-// the customer's dialogues, and pending (a sorted set of dialogue ids by the
-// time they may expire), counts (messages per dialogue), total, sizes (bytes
-// per dialogue), bytes, expired and epoch for the caps and gauges. The
-// scripts name keys they compute, so Redis Cluster is not supported.
+// its deadline, epoch, replication history), m:{id} the list of messages,
+// c:{customer} the set of the customer's dialogues, and pending (a sorted
+// set of dialogue ids by the time they may expire), counts (messages per
+// dialogue), total, sizes (bytes per dialogue), bytes, expired and epoch for
+// the caps and gauges. The scripts name keys they compute, so Redis Cluster
+// is not supported.
 type Redis struct {
 	c    rueidis.Client
 	o    RedisOptions
@@ -78,9 +80,6 @@ func OpenRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	err := o.Limits.check()
 	if o.TakeTimeout <= 0 {
 		err = errors.Join(err, fmt.Errorf("TakeTimeout must be positive, got %v", o.TakeTimeout))
-	}
-	if o.WaitReplicas < 0 || o.WaitReplicas > 0 && o.WaitTimeout <= 0 {
-		err = errors.Join(err, fmt.Errorf("WaitReplicas must not be negative, and WaitTimeout must be positive with it, got %d and %v", o.WaitReplicas, o.WaitTimeout))
 	}
 	if err != nil {
 		return nil, err
@@ -164,40 +163,16 @@ func newScript(body string) script {
 	return script{src: src, sha: hex.EncodeToString(sum[:])}
 }
 
-// errNotReplicated fails a change that fewer replicas than
-// RedisOptions.WaitReplicas confirmed in time.
-var errNotReplicated = errors.New("fewer replicas than redis.wait_replicas confirmed the change in time")
-
 // run runs s with the keys every script gets and args, the first of which
-// is the prefix. With WaitReplicas set, WAIT follows the script on the
-// same connection, so that it waits for this script's changes.
+// is the prefix.
 func (r *Redis) run(ctx context.Context, s script, args ...string) rueidis.RedisResult {
 	args = append([]string{r.o.Prefix}, args...)
 	b := r.c.B()
-	res := r.do(ctx, b.Evalsha().Sha1(s.sha).Numkeys(int64(len(r.keys))).Key(r.keys...).Arg(args...).Build())
+	res := r.c.Do(ctx, b.Evalsha().Sha1(s.sha).Numkeys(int64(len(r.keys))).Key(r.keys...).Arg(args...).Build())
 	if err, ok := rueidis.IsRedisErr(res.Error()); ok && err.IsNoScript() {
-		res = r.do(ctx, b.Eval().Script(s.src).Numkeys(int64(len(r.keys))).Key(r.keys...).Arg(args...).Build())
+		res = r.c.Do(ctx, b.Eval().Script(s.src).Numkeys(int64(len(r.keys))).Key(r.keys...).Arg(args...).Build())
 	}
 	return res
-}
-
-func (r *Redis) do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
-	if r.o.WaitReplicas == 0 {
-		return r.c.Do(ctx, cmd)
-	}
-	wait := r.c.B().Wait().Numreplicas(int64(r.o.WaitReplicas)).Timeout(r.o.WaitTimeout.Milliseconds()).Build()
-	res := r.c.DoMulti(ctx, cmd, wait)
-	if res[0].Error() != nil {
-		return res[0]
-	}
-	n, err := res[1].AsInt64()
-	if err == nil && n < int64(r.o.WaitReplicas) {
-		err = fmt.Errorf("%w: %d of %d", errNotReplicated, n, r.o.WaitReplicas)
-	}
-	if err != nil {
-		return rueidis.NewErrorResult(err)
-	}
-	return res[0]
 }
 
 // What a script answers when it has no data to return.
@@ -277,6 +252,13 @@ local function live(id)
   return 'live', h[1], dl
 end
 
+-- history names the primary's replication history (its replication id). A
+-- failover starts a new one: the promoted replica may lack what the old
+-- primary acknowledged last, and takes a new id.
+local function history()
+  return string.match(redis.call('INFO', 'replication'), 'master_replid:(%%w+)')
+end
+
 -- reclaim drops up to RECLAIM_BATCH expired dialogues and tells whether
 -- more remain. Every dialogue is scored by the time it may expire, so those
 -- scored in the past have expired, but for a score left behind, which is
@@ -317,7 +299,7 @@ end
 if r then return r end
 local D, M = dkey(id), mkey(id)
 if state ~= 'live' then
-  redis.call('HSET', D, 'c', customer, 'ep', redis.call('INCR', EPOCH))
+  redis.call('HSET', D, 'c', customer, 'ep', redis.call('INCR', EPOCH), 'h', history())
   redis.call('SADD', ckey(customer), id)
 end
 local n = redis.call('HINCRBY', COUNTS, id, 1)
@@ -341,6 +323,15 @@ local state, owner = live(id)
 if state == 'busy' then return {BUSY} end
 if state == 'none' then return {0} end
 local D, M = dkey(id), mkey(id)
+-- A dialogue started in an earlier history lived through a failover, which
+-- may have lost any of its messages: it is dropped, never stored in part.
+-- (One started before the field existed is not known to have.)
+local h = redis.call('HGET', D, 'h')
+if h and h ~= history() then
+  drop(id)
+  redis.call('SREM', ckey(owner), id)
+  return {0}
+end
 local bu = now + tonumber(ARGV[4])
 redis.call('HSET', D, 'busy', ARGV[3], 'bu', bu)
 local keep = math.max(bu, tonumber(redis.call('HGET', D, 'dl')))
