@@ -224,7 +224,10 @@ func (d *Dialogues) Consent(ctx context.Context, dialogueID string, consent bool
 		return model.Outcome{}, err
 	}
 	if err := d.pending.Drop(ctx, t); err != nil {
-		return model.Outcome{}, fmt.Errorf("drop decided dialogue: %w", err)
+		// The decision is committed, so the answer is its outcome. The take
+		// stands until the store's take timeout ends it; a consent retried
+		// meanwhile waits for that, then stores nothing twice.
+		d.o.Logger.Warn("a decision is stored but its pending dialogue could not be released: it is released when its take times out", "err", err)
 	}
 	return out, nil
 }
