@@ -35,9 +35,10 @@ type Options struct {
 	// CursorSecret signs pagination cursors; instances behind one load
 	// balancer need the same one. Empty: a random secret of this process.
 	CursorSecret []byte
-	// ObserveWrite, if set, is told how long each database write took;
-	// op is one of "consent", "withdraw", "erase", "retention".
-	ObserveWrite func(op string, d time.Duration)
+	// ObserveWrite, if set, is told how long each database write took and
+	// its error, nil when it committed; op is one of "consent", "withdraw",
+	// "erase", "retention".
+	ObserveWrite func(op string, d time.Duration, err error)
 }
 
 func (o *Options) fill() error {
@@ -64,7 +65,7 @@ func (o *Options) fill() error {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.ObserveWrite == nil {
-		o.ObserveWrite = func(string, time.Duration) {}
+		o.ObserveWrite = func(string, time.Duration, error) {}
 	}
 	if len(o.CursorSecret) == 0 {
 		o.CursorSecret = []byte(rand.Text())
@@ -81,6 +82,7 @@ type Dialogues struct {
 	cursors cursorCodec
 	o       Options
 	stats   counters
+	health  writeHealth
 }
 
 // counters are monotonically increasing totals, read by Stats.
@@ -99,13 +101,15 @@ func New(repo Repository, store pending.Store, o Options) (*Dialogues, error) {
 	if err := o.fill(); err != nil {
 		return nil, fmt.Errorf("service options: %w", err)
 	}
-	return &Dialogues{
+	d := &Dialogues{
 		repo:    repo,
 		pending: store,
-		commit:  &committer{max: o.CommitBatch, repo: repo, observe: o.ObserveWrite},
 		cursors: cursorCodec{secret: o.CursorSecret},
 		o:       o,
-	}, nil
+		health:  writeHealth{clock: o.Clock},
+	}
+	d.commit = &committer{max: o.CommitBatch, repo: repo, wrote: d.wrote}
+	return d, nil
 }
 
 // Run reclaims expired dialogues and purges consented messages past their
@@ -278,7 +282,7 @@ func (d *Dialogues) refuse(ctx context.Context, id string, t *pending.Taken, key
 	dropped := dec.Messages
 	start := time.Now()
 	deleted, err := d.repo.Withdraw(context.WithoutCancel(ctx), dec)
-	d.o.ObserveWrite("withdraw", time.Since(start))
+	d.wrote("withdraw", start, err)
 	if err != nil {
 		return model.Outcome{}, fmt.Errorf("record refusal: %w", err)
 	}
@@ -317,7 +321,7 @@ func (d *Dialogues) Erase(ctx context.Context, customerID, keyName string) (mode
 		ErasedAt:   d.o.Clock().UTC(),
 		KeyName:    keyName,
 	})
-	d.o.ObserveWrite("erase", time.Since(start))
+	d.wrote("erase", start, err)
 	d.stats.erased.Add(int64(deleted))
 	if err != nil {
 		return model.ErasureOutcome{}, fmt.Errorf("erase customer: %w", err)
@@ -333,12 +337,13 @@ func (d *Dialogues) Purge(ctx context.Context) {
 	for ctx.Err() == nil {
 		start := time.Now()
 		n, err := d.repo.DeleteCreatedBefore(ctx, before, d.o.RetentionBatch)
-		d.o.ObserveWrite("retention", time.Since(start))
 		d.stats.retentionDeleted.Add(int64(n))
+		if ctx.Err() != nil {
+			return // stopped, not failed
+		}
+		d.wrote("retention", start, err)
 		if err != nil {
-			if ctx.Err() == nil {
-				d.o.Logger.Error("retention purge failed", "err", err)
-			}
+			d.o.Logger.Error("retention purge failed", "err", err)
 			return
 		}
 		if n < d.o.RetentionBatch {
