@@ -79,6 +79,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	}
 
 	a.Metrics = api.NewMetrics()
+	a.Metrics.SetPendingLimits(cfg.Dialogues.MaxPending, cfg.Dialogues.MaxBytes)
 	a.Service, err = service.New(db, a.Pending, service.Options{
 		Clock:             o.Clock,
 		Logger:            log,
