@@ -35,6 +35,11 @@ type Options struct {
 	// CursorSecret signs pagination cursors; instances behind one load
 	// balancer need the same one. Empty: a random secret of this process.
 	CursorSecret []byte
+	// FreeMemory, if set, is called after a sweep that dropped at least
+	// freeMemoryAfter bytes of pending dialogues, to hand the memory back
+	// to the operating system (debug.FreeOSMemory, for a store in this
+	// process's heap).
+	FreeMemory func()
 	// ObserveWrite, if set, is told how long each database write took and
 	// its error, nil when it committed; op is one of "consent", "withdraw",
 	// "erase", "retention".
@@ -138,11 +143,30 @@ func every(ctx context.Context, interval time.Duration, f func(context.Context))
 
 // Sweep drops every pending dialogue idle for the TTL. Run calls it
 // periodically; correctness never depends on it, since expiry is also checked
-// on every access.
+// on every access. After a sweep that dropped a lot, it calls FreeMemory.
 func (d *Dialogues) Sweep(ctx context.Context) {
-	if err := d.pending.Sweep(ctx); err != nil && ctx.Err() == nil {
-		d.o.Logger.Warn("sweeping expired dialogues failed", "err", err)
+	before, _ := d.pending.Counts(ctx)
+	if err := d.pending.Sweep(ctx); err != nil {
+		if ctx.Err() == nil {
+			d.o.Logger.Warn("sweeping expired dialogues failed", "err", err)
+		}
+		return
 	}
+	after, err := d.pending.Counts(ctx)
+	if d.o.FreeMemory != nil && err == nil && pendingHeap(before)-pendingHeap(after) >= freeMemoryAfter {
+		d.o.FreeMemory()
+	}
+}
+
+// freeMemoryAfter is how much of the heap a sweep must drop for Sweep to
+// call FreeMemory, which costs a full garbage collection: a flood that
+// expired, not the trickle of abandoned dialogues.
+const freeMemoryAfter = 32 << 20
+
+// pendingHeap estimates the heap that pending dialogues hold: their text,
+// and about 65 bytes per message and 280 per dialogue (BENCHMARKS.md).
+func pendingHeap(c pending.Counts) int64 {
+	return c.Bytes + 65*c.Messages + 280*c.Dialogues
 }
 
 // Ingest holds a customer message until its dialogue's consent decision and

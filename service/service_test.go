@@ -108,6 +108,43 @@ func TestSweepReclaimsOnlyExpired(t *testing.T) {
 	}
 }
 
+// TestSweepFreesMemoryAfterAFlood checks that a sweep hands memory back
+// after it dropped a flood of pending dialogues, and not after the usual
+// trickle of a few.
+func TestSweepFreesMemoryAfterAFlood(t *testing.T) {
+	freed := 0
+	d, clk := newTestService(t, &fakeRepo{}, func(s *setup) {
+		s.limits.MaxBytes = 64 << 20
+		s.o.FreeMemory = func() { freed++ }
+	})
+	ctx := context.Background()
+	text := strings.Repeat("x", 8000)
+	flood := func(dialogues, messages int) {
+		for i := range dialogues {
+			for range messages {
+				mustIngest(t, d, msg("c", "flood-"+strconv.Itoa(i), text))
+			}
+		}
+	}
+	// Just under freeMemoryAfter of heap, then just over.
+	flood(freeMemoryAfter/(100*(8000+65)+280), 100)
+	clk.Advance(ttl)
+	d.Sweep(ctx)
+	if freed != 0 {
+		t.Fatalf("a sweep that dropped less than freeMemoryAfter freed memory %d times", freed)
+	}
+	flood(freeMemoryAfter/(100*(8000+65)+280)+1, 100)
+	clk.Advance(ttl)
+	d.Sweep(ctx)
+	if freed != 1 {
+		t.Fatalf("a sweep that dropped a flood freed memory %d times, want 1", freed)
+	}
+	d.Sweep(ctx)
+	if freed != 1 {
+		t.Fatalf("a sweep that dropped nothing freed memory: %d times, want 1 in all", freed)
+	}
+}
+
 func TestExpiredDialogueRestartsFresh(t *testing.T) {
 	repo := &fakeRepo{}
 	d, clk := newTestService(t, repo, nil)
