@@ -145,15 +145,20 @@ func every(ctx context.Context, interval time.Duration, f func(context.Context))
 // periodically; correctness never depends on it, since expiry is also checked
 // on every access. After a sweep that dropped a lot, it calls FreeMemory.
 func (d *Dialogues) Sweep(ctx context.Context) {
-	before, _ := d.pending.Counts(ctx)
+	var before pending.Counts
+	if d.o.FreeMemory != nil {
+		before, _ = d.pending.Counts(ctx)
+	}
 	if err := d.pending.Sweep(ctx); err != nil {
 		if ctx.Err() == nil {
 			d.o.Logger.Warn("sweeping expired dialogues failed", "err", err)
 		}
 		return
 	}
-	after, err := d.pending.Counts(ctx)
-	if d.o.FreeMemory != nil && err == nil && pendingHeap(before)-pendingHeap(after) >= freeMemoryAfter {
+	if d.o.FreeMemory == nil {
+		return
+	}
+	if after, err := d.pending.Counts(ctx); err == nil && pendingHeap(before)-pendingHeap(after) >= freeMemoryAfter {
 		d.o.FreeMemory()
 	}
 }
