@@ -13,7 +13,7 @@ import (
 )
 
 func (h *Handler) healthz(c *gin.Context) error {
-	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+	writeJSON(c, http.StatusOK, gin.H{"status": "ok"})
 	return nil
 }
 
@@ -37,7 +37,7 @@ func (h *Handler) readyz(c *gin.Context) error {
 	err := h.ready(c.Request.Context())
 	switch {
 	case err == nil:
-		c.JSON(http.StatusOK, gin.H{"status": "ready"})
+		writeJSON(c, http.StatusOK, gin.H{"status": "ready"})
 		return nil
 	case errors.Is(err, errDraining):
 		return model.Errorf(model.ErrUnavailable, errDraining.Error())
