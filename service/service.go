@@ -35,10 +35,10 @@ type Options struct {
 	// CursorSecret signs pagination cursors; instances behind one load
 	// balancer need the same one. Empty: a random secret of this process.
 	CursorSecret []byte
-	// FreeMemory, if set, is called after a sweep that dropped at least
-	// freeMemoryAfter bytes of pending dialogues, to hand the memory back
-	// to the operating system (debug.FreeOSMemory, for a store in this
-	// process's heap).
+	// FreeMemory, if set, is called by Sweep once pending dialogues of
+	// freeMemoryAfter bytes of heap have left since the peak, to hand the
+	// memory back to the operating system (debug.FreeOSMemory, for a store
+	// in this process's heap).
 	FreeMemory func()
 	// ObserveWrite, if set, is told how long each database write took and
 	// its error, nil when it committed; op is one of "consent", "withdraw",
@@ -88,6 +88,9 @@ type Dialogues struct {
 	o       Options
 	stats   counters
 	health  writeHealth
+	// heapPeak is the largest pending heap that Sweep saw since it last
+	// called FreeMemory.
+	heapPeak int64
 }
 
 // counters are monotonically increasing totals, read by Stats.
@@ -143,11 +146,14 @@ func every(ctx context.Context, interval time.Duration, f func(context.Context))
 
 // Sweep drops every pending dialogue idle for the TTL. Run calls it
 // periodically; correctness never depends on it, since expiry is also checked
-// on every access. After a sweep that dropped a lot, it calls FreeMemory.
+// on every access. Once the pending heap has shrunk by freeMemoryAfter from
+// its peak, over one sweep or several, it calls FreeMemory. Sweeps do not
+// run concurrently.
 func (d *Dialogues) Sweep(ctx context.Context) {
-	var before pending.Counts
 	if d.o.FreeMemory != nil {
-		before, _ = d.pending.Counts(ctx)
+		if c, err := d.pending.Counts(ctx); err == nil {
+			d.heapPeak = max(d.heapPeak, pendingHeap(c))
+		}
 	}
 	if err := d.pending.Sweep(ctx); err != nil {
 		if ctx.Err() == nil {
@@ -158,14 +164,15 @@ func (d *Dialogues) Sweep(ctx context.Context) {
 	if d.o.FreeMemory == nil {
 		return
 	}
-	if after, err := d.pending.Counts(ctx); err == nil && pendingHeap(before)-pendingHeap(after) >= freeMemoryAfter {
+	if c, err := d.pending.Counts(ctx); err == nil && d.heapPeak-pendingHeap(c) >= freeMemoryAfter {
 		d.o.FreeMemory()
+		d.heapPeak = pendingHeap(c)
 	}
 }
 
-// freeMemoryAfter is how much of the heap a sweep must drop for Sweep to
-// call FreeMemory, which costs a full garbage collection: a flood that
-// expired, not the trickle of abandoned dialogues.
+// freeMemoryAfter is how much the pending heap must shrink from its peak for
+// Sweep to call FreeMemory, which costs a full garbage collection: a flood
+// that expired, not the trickle of abandoned dialogues.
 const freeMemoryAfter = 32 << 20
 
 // pendingHeap estimates the heap that pending dialogues hold: their text,

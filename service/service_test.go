@@ -108,9 +108,9 @@ func TestSweepReclaimsOnlyExpired(t *testing.T) {
 	}
 }
 
-// TestSweepFreesMemoryAfterAFlood checks that a sweep hands memory back
-// after it dropped a flood of pending dialogues, and not after the usual
-// trickle of a few.
+// TestSweepFreesMemoryAfterAFlood checks that sweeps hand memory back once
+// a flood of pending dialogues has expired, whether in one sweep or over
+// several, and not for the usual trickle.
 func TestSweepFreesMemoryAfterAFlood(t *testing.T) {
 	freed := 0
 	d, clk := newTestService(t, &fakeRepo{}, func(s *setup) {
@@ -119,30 +119,49 @@ func TestSweepFreesMemoryAfterAFlood(t *testing.T) {
 	})
 	ctx := context.Background()
 	text := strings.Repeat("x", 8000)
-	flood := func(dialogues, messages int) {
-		for i := range dialogues {
-			for range messages {
-				mustIngest(t, d, msg("c", "flood-"+strconv.Itoa(i), text))
+	n := 0
+	flood := func(dialogues int) {
+		for range dialogues {
+			n++
+			for range 100 {
+				mustIngest(t, d, msg("c", "flood-"+strconv.Itoa(n), text))
 			}
 		}
 	}
-	// Just under freeMemoryAfter of heap, then just over.
-	flood(freeMemoryAfter/(100*(8000+65)+280), 100)
+	const perDialogue = 100*(8000+65) + 280 // pendingHeap of one
+	want := func(step string, calls int) {
+		t.Helper()
+		if freed != calls {
+			t.Fatalf("%s: FreeMemory called %d times, want %d", step, freed, calls)
+		}
+	}
+
+	// Just under freeMemoryAfter expires: no call.
+	flood(freeMemoryAfter / perDialogue)
 	clk.Advance(ttl)
 	d.Sweep(ctx)
-	if freed != 0 {
-		t.Fatalf("a sweep that dropped less than freeMemoryAfter freed memory %d times", freed)
-	}
-	flood(freeMemoryAfter/(100*(8000+65)+280)+1, 100)
+	want("a flood just under freeMemoryAfter", 0)
+
+	// Just over, expiring in one sweep: one call, and none for a sweep
+	// that drops nothing.
+	flood(freeMemoryAfter/perDialogue + 1)
 	clk.Advance(ttl)
 	d.Sweep(ctx)
-	if freed != 1 {
-		t.Fatalf("a sweep that dropped a flood freed memory %d times, want 1", freed)
-	}
+	want("a flood that expired in one sweep", 1)
 	d.Sweep(ctx)
-	if freed != 1 {
-		t.Fatalf("a sweep that dropped nothing freed memory: %d times, want 1 in all", freed)
-	}
+	want("a sweep that dropped nothing", 1)
+
+	// Just over, expiring in two sweeps: one call, at the second.
+	flood(freeMemoryAfter/perDialogue/2 + 1)
+	clk.Advance(ttl / 2)
+	flood(freeMemoryAfter/perDialogue/2 + 1)
+	d.Sweep(ctx)
+	clk.Advance(ttl / 2)
+	d.Sweep(ctx)
+	want("half a flood expired", 1)
+	clk.Advance(ttl / 2)
+	d.Sweep(ctx)
+	want("a flood that expired in two sweeps", 2)
 }
 
 func TestExpiredDialogueRestartsFresh(t *testing.T) {
