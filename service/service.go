@@ -146,9 +146,9 @@ func every(ctx context.Context, interval time.Duration, f func(context.Context))
 
 // Sweep drops every pending dialogue idle for the TTL. Run calls it
 // periodically; correctness never depends on it, since expiry is also checked
-// on every access. Once the pending heap has shrunk by freeMemoryAfter from
-// its peak, over one sweep or several, it calls FreeMemory. Sweeps do not
-// run concurrently.
+// on every access. Once the pending heap has shrunk to half its peak or
+// less, by freeMemoryAfter at least, over one sweep or several, it calls
+// FreeMemory. Sweeps do not run concurrently.
 func (d *Dialogues) Sweep(ctx context.Context) {
 	if d.o.FreeMemory != nil {
 		if c, err := d.pending.Counts(ctx); err == nil {
@@ -164,7 +164,7 @@ func (d *Dialogues) Sweep(ctx context.Context) {
 	if d.o.FreeMemory == nil {
 		return
 	}
-	if c, err := d.pending.Counts(ctx); err == nil && d.heapPeak-pendingHeap(c) >= freeMemoryAfter {
+	if c, err := d.pending.Counts(ctx); err == nil && d.heapPeak-pendingHeap(c) >= freeMemoryAfter && pendingHeap(c) <= d.heapPeak/2 {
 		d.o.FreeMemory()
 		d.heapPeak = pendingHeap(c)
 	}
@@ -172,8 +172,10 @@ func (d *Dialogues) Sweep(ctx context.Context) {
 
 // freeMemoryAfter is how much the pending heap must shrink from its peak for
 // Sweep to call FreeMemory, which costs a full garbage collection: a flood
-// that expired, not the trickle of abandoned dialogues.
-const freeMemoryAfter = 32 << 20
+// that expired, not the trickle of abandoned dialogues, nor the churn of a
+// large pending set (the heap must also have halved). The runtime holds
+// about twice the live heap, so this returns 30 MiB or more.
+const freeMemoryAfter = 16 << 20
 
 // pendingHeap estimates the heap that pending dialogues hold: their text,
 // and about 65 bytes per message and 280 per dialogue (BENCHMARKS.md).

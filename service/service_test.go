@@ -114,7 +114,7 @@ func TestSweepReclaimsOnlyExpired(t *testing.T) {
 func TestSweepFreesMemoryAfterAFlood(t *testing.T) {
 	freed := 0
 	d, clk := newTestService(t, &fakeRepo{}, func(s *setup) {
-		s.limits.MaxBytes = 64 << 20
+		s.limits.MaxBytes = 4 * freeMemoryAfter
 		s.o.FreeMemory = func() { freed++ }
 	})
 	ctx := context.Background()
@@ -162,6 +162,16 @@ func TestSweepFreesMemoryAfterAFlood(t *testing.T) {
 	clk.Advance(ttl / 2)
 	d.Sweep(ctx)
 	want("a flood that expired in two sweeps", 2)
+
+	// A large pending set loses freeMemoryAfter but keeps more than half:
+	// no call, since the collection would cost much and return little.
+	flood(freeMemoryAfter/perDialogue + 1)
+	clk.Advance(ttl / 2)
+	flood(freeMemoryAfter/perDialogue*2 + 2)
+	d.Sweep(ctx)
+	clk.Advance(ttl / 2)
+	d.Sweep(ctx)
+	want("a third of a large pending set expired", 2)
 }
 
 func TestExpiredDialogueRestartsFresh(t *testing.T) {
