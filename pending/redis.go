@@ -60,8 +60,8 @@ type Sentinel struct {
 // its deadline, epoch, replication history), m:{id} the list of messages,
 // c:{customer} the set of the customer's dialogues, and pending (a sorted
 // set of dialogue ids by the time they may expire), counts (messages per
-// dialogue), total, sizes (bytes per dialogue), bytes, expired and epoch for
-// the caps and gauges. The scripts name keys they compute, so Redis Cluster
+// dialogue), total, sizes (bytes per dialogue), bytes, expired, lost and
+// epoch for the caps and gauges. The scripts name keys they compute, so Redis Cluster
 // is not supported.
 type Redis struct {
 	c    rueidis.Client
@@ -96,7 +96,7 @@ func OpenRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		c.Close()
 		return nil, unavailable(ctx, "connect to redis", err)
 	}
-	k := []string{"pending", "counts", "total", "expired", "epoch", "sizes", "bytes"}
+	k := []string{"pending", "counts", "total", "expired", "epoch", "sizes", "bytes", "lost"}
 	for i := range k {
 		k[i] = o.Prefix + k[i]
 	}
@@ -195,7 +195,7 @@ const reclaimBatch = 500
 // pending.
 var prelude = fmt.Sprintf(`
 local BUSY, CONFLICT, LIMIT, NOT_LIVE, FULL, FULL_BYTES, RECLAIM, RECLAIM_BATCH = %d, %d, %d, %d, %d, %d, %d, %d
-local PENDING, COUNTS, TOTAL, EXPIRED, EPOCH, SIZES, BYTES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local PENDING, COUNTS, TOTAL, EXPIRED, EPOCH, SIZES, BYTES, LOST = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local PREFIX = ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -330,6 +330,7 @@ local h = redis.call('HGET', D, 'h')
 if h and h ~= history() then
   drop(id)
   redis.call('SREM', ckey(owner), id)
+  redis.call('INCR', LOST)
   return {0}
 end
 local bu = now + tonumber(ARGV[4])
@@ -567,8 +568,9 @@ func (r *Redis) Counts(ctx context.Context) (Counts, error) {
 		b.Zcard().Key(r.o.Prefix+"pending").Build(),
 		b.Get().Key(r.o.Prefix+"total").Build(),
 		b.Get().Key(r.o.Prefix+"bytes").Build(),
-		b.Get().Key(r.o.Prefix+"expired").Build())
-	var v [4]int64
+		b.Get().Key(r.o.Prefix+"expired").Build(),
+		b.Get().Key(r.o.Prefix+"lost").Build())
+	var v [5]int64
 	for i, x := range res {
 		n, err := x.AsInt64()
 		if err != nil && !rueidis.IsRedisNil(err) {
@@ -576,7 +578,7 @@ func (r *Redis) Counts(ctx context.Context) (Counts, error) {
 		}
 		v[i] = n
 	}
-	return Counts{Dialogues: v[0], Messages: v[1], Bytes: v[2], Expired: v[3]}, nil
+	return Counts{Dialogues: v[0], Messages: v[1], Bytes: v[2], Expired: v[3], Lost: v[4]}, nil
 }
 
 func itoa[T int | int64](n T) string { return strconv.FormatInt(int64(n), 10) }

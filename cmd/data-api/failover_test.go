@@ -3,8 +3,11 @@ package main
 import (
 	"crypto/rand"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -139,6 +142,10 @@ func TestRedisFailover(t *testing.T) {
 		}
 	}
 	t.Logf("one-message dialogues: %d stored, %d lost", stored, len(consented)-stored)
+	// Operators see how many: at least before and span.
+	if lost := metricValue(t, inst, `data_api_pending_evictions_total{cause="failover"}`); lost < 2 {
+		t.Fatalf("failover evictions: %v, want at least 2", lost)
+	}
 
 	inst.stop()
 	if err := <-inst.done; err != nil {
@@ -173,4 +180,29 @@ func storedTexts(t *testing.T, inst *instance, run string) map[string][]string {
 		slices.Reverse(s)
 	}
 	return texts
+}
+
+// metricValue returns the value of one series of the instance's metrics.
+func metricValue(t *testing.T, inst *instance, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(inst.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", series, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no series %s in the metrics", series)
+	return 0
 }
