@@ -92,6 +92,30 @@ func TestIngestRejects(t *testing.T) {
 	}
 }
 
+// TestIngestRefusesAmbiguousBodies: a known member named twice or in another
+// case is a 400 that keeps nothing; unknown members stay ignored.
+func TestIngestRefusesAmbiguousBodies(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	for _, tc := range []struct{ body, mention string }{
+		{`{"text":"a","text":"b","language":"en"}`, "twice"},
+		{`{"text":"a","language":"en","language":"de"}`, "twice"},
+		{`{"text":"a","Text":"b","language":"en"}`, `did you mean \"text\"`},
+		{`{"TEXT":"a","language":"en"}`, `did you mean \"text\"`},
+		{`{"text":"a","language":"en","Language":"de"}`, `did you mean \"language\"`},
+		{`{"text":"a","LANGUAGE":"en"}`, `did you mean \"language\"`},
+		{`{"text":"a","language":"en","mood":1,"mood":2}`, "twice"},
+		{`{"text":"a","language":"en","meta":{"k":1,"k":2}}`, "twice"},
+	} {
+		wantProblem(t, e.do("POST", "/data/c/d", tc.body), http.StatusBadRequest, tc.mention)
+	}
+	if st := e.svc.Stats(); st.PendingDialogues != 0 {
+		t.Fatalf("an ambiguous message was kept: %+v", st)
+	}
+	if w := e.do("POST", "/data/c/d", `{"text":"a","language":"en","mood":1,"Mood":2,"TEXTS":3}`); w.Code != http.StatusAccepted {
+		t.Fatalf("unknown members: %d %s", w.Code, w.Body)
+	}
+}
+
 func TestIngestReportsEveryProblem(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	w := e.do("POST", "/data/c$/d", `{"text": "", "language": "??"}`)
