@@ -101,7 +101,7 @@ func TestLanguageCacheIsBounded(t *testing.T) {
 		if _, err := CanonicalLanguage(tag); err != nil {
 			t.Fatalf("%q: %v", tag, err)
 		}
-		_, _ = CanonicalLanguage(tag + "!")                               // malformed
+		_, _ = CanonicalLanguage(tag + "!")                                       // malformed
 		_, _ = CanonicalLanguage(longTag("en-x", MaxLanguageLength+1+i%100, 'b')) // too long
 	}
 	entries, bytes := canonicalTags.size()
