@@ -51,6 +51,7 @@ type Handler struct {
 	log      *slog.Logger
 	auth     *authenticator
 	ids      *requestIDs
+	idRoutes []idRoute // the routes whose paths hold ids
 	draining atomic.Bool
 }
 
