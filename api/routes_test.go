@@ -42,7 +42,7 @@ func TestIDsWithAnEncodedSlashOrEmpty(t *testing.T) {
 	}
 	// An encoded "/" never splits an id into two segments of another route.
 	for _, c := range []struct{ method, target, body string }{
-		{"POST", "/data/a%2Fb", msg},       // not ingestion for customer a, dialogue b
+		{"POST", "/data/a%2Fb", msg},          // not ingestion for customer a, dialogue b
 		{"DELETE", "/customers/a%2Fdata", ""}, // not erasure of customer a
 		{"GET", "/consents/a/b", ""},
 		{"GET", "/consents//d1", ""},
