@@ -1,6 +1,7 @@
 package api
 
 import (
+	"net/http"
 	"net/url"
 	"strings"
 
@@ -31,16 +32,16 @@ func (h *Handler) routes() *gin.Engine {
 	}
 	h.withIDs(e, "POST", "/data/:customerId/:dialogId", ingest, h.handle(h.ingest))
 	h.withIDs(e, "POST", "/consents/:dialogId", ingest, h.handle(h.consent))
-	e.GET("/data", analyst, h.handle(h.query))
-	e.GET("/data/", analyst, h.handle(h.query))
-	e.GET("/data/export", analyst, h.handle(h.export))
+	get(e, "/data", analyst, h.handle(h.query))
+	get(e, "/data/", analyst, h.handle(h.query))
+	get(e, "/data/export", analyst, h.handle(h.export))
 	h.withIDs(e, "GET", "/consents/:dialogId", analyst, h.handle(h.decision))
 	h.withIDs(e, "DELETE", "/customers/:customerId/data", admin, h.handle(h.erase))
 	none := h.handle(noQuery) // refuses any query parameter, as everywhere
-	e.GET("/healthz", none, h.handle(h.healthz))
-	e.GET("/readyz", none, h.handle(h.readyz))
-	e.GET("/metrics", metrics, none, gin.WrapH(h.o.Metrics.handler()))
-	e.GET("/openapi.json", none, h.openAPI)
+	get(e, "/healthz", none, h.handle(h.healthz))
+	get(e, "/readyz", none, h.handle(h.readyz))
+	get(e, "/metrics", metrics, none, gin.WrapH(h.o.Metrics.handler()))
+	get(e, "/openapi.json", none, h.openAPI)
 
 	e.NoRoute(h.handle(h.noRoute))
 	e.NoMethod(h.handle(noMethod))
@@ -55,10 +56,25 @@ type idRoute struct {
 	guard    gin.HandlerFunc
 }
 
-// withIDs registers a route whose path holds ids, guarded by guard.
+// get registers a GET route and its HEAD twin: HEAD is answered wherever GET
+// is, by the same handlers, and net/http sends the status and headers
+// without the body (a handler that streams, as the export, stops early).
+func get(e *gin.Engine, pattern string, handlers ...gin.HandlerFunc) {
+	e.GET(pattern, handlers...)
+	e.HEAD(pattern, handlers...)
+}
+
+// withIDs registers a route whose path holds ids, guarded by guard, and for
+// GET its HEAD twin.
 func (h *Handler) withIDs(e *gin.Engine, method, pattern string, guard, handler gin.HandlerFunc) {
-	e.Handle(method, pattern, guard, handler)
-	h.idRoutes = append(h.idRoutes, idRoute{method, strings.Split(pattern, "/"), guard})
+	methods := []string{method}
+	if method == http.MethodGet {
+		methods = append(methods, http.MethodHead)
+	}
+	for _, m := range methods {
+		e.Handle(m, pattern, guard, handler)
+		h.idRoutes = append(h.idRoutes, idRoute{m, strings.Split(pattern, "/"), guard})
+	}
 }
 
 // pathID is an id in a path: its parameter's name and its value.

@@ -1,8 +1,13 @@
 package api_test
 
 import (
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"testing"
+
+	"github.com/data-api/data-api/api"
 )
 
 // TestIDsWithAnEncodedSlashOrEmpty: an id holding an encoded "/" or an empty
@@ -58,7 +63,96 @@ func TestIDsWithAnEncodedSlashOrEmpty(t *testing.T) {
 	wantProblem(t, e.do("POST", "/data//d1", msg, "Authorization", "Bearer "+secret("nobody")), http.StatusUnauthorized)
 	w := e.do("PUT", "/consents/", "", auth...)
 	wantProblem(t, w, http.StatusMethodNotAllowed)
-	if got := w.Header().Get("Allow"); !sameMethods(got, "GET, POST") {
-		t.Errorf("PUT /consents/ Allow: got %q, want GET, POST", got)
+	if got := w.Header().Get("Allow"); !sameMethods(got, "GET, HEAD, POST") {
+		t.Errorf("PUT /consents/ Allow: got %q, want GET, HEAD, POST", got)
 	}
+}
+
+// TestHeadWhereverGet: every route that answers GET answers HEAD with the
+// same status and headers and no body, over a real server, errors included.
+func TestHeadWhereverGet(t *testing.T) {
+	e := newEnv(t, envOptions{config: withKeys(key("all", "ingest", "analyst", "admin"))})
+	auth := "Bearer " + secret("all")
+	if w := e.do("POST", "/data/c1/d1", `{"text": "hi", "language": "en"}`, "Authorization", auth); w.Code != http.StatusAccepted {
+		t.Fatalf("setup: %d %s", w.Code, w.Body)
+	}
+	if w := e.do("POST", "/consents/d1", "true", "Authorization", auth); w.Code != http.StatusOK {
+		t.Fatalf("setup: %d %s", w.Code, w.Body)
+	}
+	srv := httptest.NewServer(e.handler)
+	t.Cleanup(srv.Close)
+
+	send := func(method, target, credential string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(method, srv.URL+target, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Request-ID", "head-test")
+		req.Header.Set("Accept-Encoding", "identity") // the client asks GET, not HEAD, for gzip
+		if credential != "" {
+			req.Header.Set("Authorization", credential)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, body
+	}
+	targets := []struct{ target, credential string }{
+		{"/consents/nobody", auth}, // 404
+		{"/data?limit=0", auth},    // 400
+		{"/data", ""},              // 401
+		{"/consents/", auth},       // an empty id: 400
+		{"/data/export", auth},     // a stream of one row
+		{"/data/export?language=de", auth},
+	}
+	get := 0
+	for _, r := range api.Routes(e.handler) {
+		if r.Method == "GET" {
+			get++
+			targets = append(targets, struct{ target, credential string }{ginParam.ReplaceAllString(r.Path, "d1"), auth})
+		}
+	}
+	if get < 8 {
+		t.Fatalf("only %d GET routes", get)
+	}
+	for _, tc := range targets {
+		g, gBody := send("GET", tc.target, tc.credential)
+		h, hBody := send("HEAD", tc.target, tc.credential)
+		if h.StatusCode != g.StatusCode || len(hBody) != 0 {
+			t.Errorf("HEAD %s: %d with %d bytes of body; GET: %d", tc.target, h.StatusCode, len(hBody), g.StatusCode)
+			continue
+		}
+		if len(gBody) == 0 && tc.target != "/data/export?language=de" {
+			t.Errorf("GET %s: no body", tc.target)
+		}
+		for name := range mergeKeys(g.Header, h.Header) {
+			if name == "Date" {
+				continue
+			}
+			if name == "Content-Length" && h.Header.Get(name) == "" && g.ContentLength == 0 {
+				continue // an empty export's length is known only once it ran
+			}
+			if gv, hv := g.Header.Values(name), h.Header.Values(name); !slices.Equal(gv, hv) {
+				t.Errorf("%s: header %s: GET %q, HEAD %q", tc.target, name, gv, hv)
+			}
+		}
+	}
+}
+
+func mergeKeys(a, b http.Header) map[string]bool {
+	m := map[string]bool{}
+	for k := range a {
+		m[k] = true
+	}
+	for k := range b {
+		m[k] = true
+	}
+	return m
 }
