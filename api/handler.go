@@ -41,6 +41,10 @@ type Options struct {
 	// MetricsOpen serves /metrics without a key even when keys exist.
 	MetricsOpen bool
 	Metrics     *Metrics
+
+	// AllowedOrigins are the web origins whose pages may call the API;
+	// every other request a page makes is refused.
+	AllowedOrigins []string
 }
 
 // Handler serves the Data API over HTTP.

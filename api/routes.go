@@ -23,7 +23,7 @@ func (h *Handler) routes() *gin.Engine {
 	e.UseEscapedPath = true
 	e.UnescapePathValues = true
 
-	e.Use(h.requestID, h.logRequests, h.o.Metrics.instrument, h.recoverPanic)
+	e.Use(h.requestID, h.logRequests, h.o.Metrics.instrument, h.recoverPanic, h.checkOrigin)
 
 	ingest, analyst, admin := h.require(roleIngest), h.require(roleAnalyst), h.require(roleAdmin)
 	metrics := h.require("")

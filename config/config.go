@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"reflect"
 	"slices"
@@ -56,6 +57,9 @@ type Server struct {
 	IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
 	DrainDelay        time.Duration `mapstructure:"drain_delay"`
 	ShutdownGrace     time.Duration `mapstructure:"shutdown_grace"`
+	// AllowedOrigins are the web origins whose pages may call the service;
+	// a request with any other Origin, or from another site, is refused.
+	AllowedOrigins []string `mapstructure:"allowed_origins"`
 }
 
 // Database configures the store of consented messages.
@@ -109,7 +113,14 @@ type Auth struct {
 	Keys        []Key `mapstructure:"keys"`
 	MetricsOpen bool  `mapstructure:"metrics_open"` // GET /metrics needs no key
 	OIDC        OIDC  `mapstructure:"oidc"`
+	// Open serves every interface without credentials; without it and
+	// without credentials, only loopback is served (see ListenAddr).
+	Open bool `mapstructure:"open"`
 }
+
+// Credentials reports whether callers need a credential: API keys or an
+// OpenID Connect issuer are configured.
+func (a Auth) Credentials() bool { return len(a.Keys) > 0 || a.OIDC.Issuer != "" }
 
 // OIDC configures the acceptance of tokens issued by an OpenID Connect
 // provider. With Issuer empty no token is accepted.
@@ -148,6 +159,18 @@ func (k Key) Digest() [sha256.Size]byte {
 	var d [sha256.Size]byte
 	hex.Decode(d[:], []byte(k.SHA256)) // Validate checked 64 hex digits
 	return d
+}
+
+// ListenAddr is the address to listen on: server.addr, but when nothing
+// guards the service (no credentials, auth.open false) and server.addr names
+// no loopback host, 127.0.0.1 with its port, so that an unconfigured service
+// is open to local callers only. Validate has checked server.addr.
+func (c Config) ListenAddr() string {
+	host, port, _ := net.SplitHostPort(c.Server.Addr)
+	if c.Auth.Credentials() || c.Auth.Open || isLoopback(host) {
+		return c.Server.Addr
+	}
+	return net.JoinHostPort("127.0.0.1", port)
 }
 
 // Cursor configures pagination cursors.
