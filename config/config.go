@@ -183,8 +183,10 @@ type Cursor struct {
 // variables in environ (formatted like os.Environ) named DATA_API_ and the key
 // path in upper case with "_", e.g. DATA_API_DIALOGUES_TTL. A list-valued key
 // such as auth.keys takes JSON in its variable; an empty variable counts as
-// unset, as in Viper. The result is validated: every unknown or invalid key
-// is reported at once in an *Error.
+// unset, as in Viper. The result is validated: every unknown or invalid key,
+// and every DATA_API_ variable that names no key (but those of the test
+// suite, DATA_API_TEST_*, DATA_API_BENCH_*, DATA_API_REQUIRE_SERVERS), is
+// reported at once in an *Error.
 func Load(path string, environ []string) (Config, error) {
 	if path == "" {
 		if _, err := os.Stat(DefaultPath); !errors.Is(err, fs.ErrNotExist) {
@@ -264,7 +266,7 @@ func Default() Config {
 }
 
 // applyEnv sets in v the value of every variable in environ that names a key
-// of defaults. Viper's AutomaticEnv reads only the process environment, so
+// of defaults, and reports the DATA_API_ variables that name none. Viper's AutomaticEnv reads only the process environment, so
 // the values are set as overrides, which Viper ranks where it ranks the
 // environment: above the file and the defaults.
 func applyEnv(e *Error, v, defaults *viper.Viper, environ []string) {
@@ -276,8 +278,13 @@ func applyEnv(e *Error, v, defaults *viper.Viper, environ []string) {
 	}
 	keys := defaults.AllKeys()
 	slices.Sort(keys)
+	names := make(map[string]string, len(keys)) // variable → key
 	for _, key := range keys {
-		name := "DATA_API_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+		names[envName(key)] = key
+	}
+	unknownVariables(e, env, names)
+	for _, key := range keys {
+		name := envName(key)
 		value := env[name]
 		if value == "" {
 			continue
@@ -293,6 +300,65 @@ func applyEnv(e *Error, v, defaults *viper.Viper, environ []string) {
 		}
 		v.Set(key, list)
 	}
+}
+
+// envPrefix starts the name of every variable that sets a key.
+const envPrefix = "DATA_API_"
+
+// envName is the name of the variable that sets key, e.g. DATA_API_LOG_LEVEL.
+func envName(key string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// notSettings are the prefixes of the variables of the test suite and the
+// benchmarks, which share the prefix but are no settings of the service.
+var notSettings = []string{"DATA_API_TEST_", "DATA_API_BENCH_", "DATA_API_REQUIRE_SERVERS"}
+
+// unknownVariables refuses every variable named with the prefix that sets
+// no key, as an unknown key of the file is refused: a typo such as
+// DATA_API_AUTH_KEY for DATA_API_AUTH_KEYS would otherwise leave the
+// service without its keys. Each problem names the nearest variable that
+// exists. names maps each variable to its key.
+func unknownVariables(e *Error, env, names map[string]string) {
+	var unknown []string
+	for name := range env {
+		_, known := names[name]
+		if known || !strings.HasPrefix(name, envPrefix) || slices.ContainsFunc(notSettings, func(p string) bool { return strings.HasPrefix(name, p) }) {
+			continue
+		}
+		unknown = append(unknown, name)
+	}
+	slices.Sort(unknown)
+	for _, name := range unknown {
+		nearest, best := "", -1
+		for known := range names {
+			d := editDistance(name, known)
+			if best < 0 || d < best || d == best && known < nearest {
+				nearest, best = known, d
+			}
+		}
+		e.add(name, fmt.Sprintf("is not a setting; did you mean %s (%s)?", nearest, names[nearest]))
+	}
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // durationHook decodes a time.Duration from a string with a unit, such as

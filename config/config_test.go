@@ -329,7 +329,9 @@ func TestLoadEnvEdgeCases(t *testing.T) {
 	}{
 		{"empty value counts as unset", []string{"DATA_API_SERVER_ADDR="}, func(c Config) bool { return c.Server.Addr == want.Server.Addr }},
 		{"last duplicate wins", []string{"DATA_API_LOG_LEVEL=warn", "DATA_API_LOG_LEVEL=error"}, func(c Config) bool { return c.Log.Level == "error" }},
-		{"other prefixes ignored", []string{"SERVER_ADDR=:1", "DATA_API_SERVER=:1"}, func(c Config) bool { return reflect.DeepEqual(c, want) }},
+		{"other prefixes ignored", []string{"SERVER_ADDR=:1", "DATAAPI_SERVER_ADDR=:1", "data_api_server_addr=:1"}, func(c Config) bool { return reflect.DeepEqual(c, want) }},
+		{"the test suite's variables ignored", []string{"DATA_API_TEST_POSTGRES_DSN=postgres://x", "DATA_API_TEST_REDIS_URL=redis://x", "DATA_API_REQUIRE_SERVERS=1", "DATA_API_BENCH_ROWS=10"},
+			func(c Config) bool { return reflect.DeepEqual(c, want) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -387,6 +389,16 @@ func TestLoadRejects(t *testing.T) {
 				"auth.oidc.roles.analysts: unknown key",
 				"dialogues.shard: unknown key",
 				"serverr: unknown key",
+			},
+		},
+		{
+			name:    "unknown variables",
+			environ: []string{"DATA_API_AUTH_KEY=[]", "DATA_API_DIALOGUES_MAXPENDING=5", "DATA_API_SERVER=:1", "DATA_API_LOGLEVEL=", "DATA_API_SERVER_ADDR=:9000"},
+			want: []string{
+				"DATA_API_AUTH_KEY: is not a setting; did you mean DATA_API_AUTH_KEYS (auth.keys)?",
+				"DATA_API_DIALOGUES_MAXPENDING: is not a setting; did you mean DATA_API_DIALOGUES_MAX_PENDING (dialogues.max_pending)?",
+				"DATA_API_LOGLEVEL: is not a setting; did you mean DATA_API_LOG_LEVEL (log.level)?",
+				"DATA_API_SERVER: is not a setting; did you mean DATA_API_SERVER_ADDR (server.addr)?",
 			},
 		},
 		{
