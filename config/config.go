@@ -266,9 +266,10 @@ func Default() Config {
 }
 
 // applyEnv sets in v the value of every variable in environ that names a key
-// of defaults, and reports the DATA_API_ variables that name none. Viper's AutomaticEnv reads only the process environment, so
-// the values are set as overrides, which Viper ranks where it ranks the
-// environment: above the file and the defaults.
+// of defaults, and reports the DATA_API_ variables that name none. Viper's
+// AutomaticEnv reads only the process environment, so the values are set as
+// overrides, which Viper ranks where it ranks the environment: above the
+// file and the defaults.
 func applyEnv(e *Error, v, defaults *viper.Viper, environ []string) {
 	env := make(map[string]string, len(environ))
 	for _, kv := range environ {
