@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/data-api/data-api/api"
@@ -56,6 +57,25 @@ func TestIDsWithAnEncodedSlashOrEmpty(t *testing.T) {
 	}
 	if st := e.svc.Stats(); st.PendingDialogues != 1 || st.PendingMessages != 1 {
 		t.Fatalf("a refused request changed the pending store: %+v", st)
+	}
+	// Every route with ids, whoever added it: an empty id or an encoded "/"
+	// is a 400 (without a body, a POST may name the body first).
+	for _, r := range api.Routes(e.handler) {
+		for _, param := range ginParam.FindAllStringSubmatch(r.Path, -1) {
+			for _, value := range []string{"", "a%2Fb"} {
+				target := strings.Replace(ginParam.ReplaceAllStringFunc(r.Path, func(p string) string {
+					if p == param[0] {
+						return "{}"
+					}
+					return "x1"
+				}), "{}", value, 1)
+				mention := param[1]
+				if r.Method == "POST" {
+					mention = "invalid-request"
+				}
+				wantProblem(t, e.do(r.Method, target, "", auth...), http.StatusBadRequest, mention)
+			}
+		}
 	}
 	// The route's own rules come first: no credential is a 401, as for any
 	// other id; another method is a 405.
