@@ -49,7 +49,7 @@ func (h *Handler) query(c *gin.Context) error {
 		r.NextCursor = &page.Next
 		c.Header("Link", "<"+nextURL(c, page.Next)+`>; rel="next"`)
 	}
-	c.JSON(http.StatusOK, r)
+	writeJSON(c, http.StatusOK, r)
 	return nil
 }
 
@@ -151,6 +151,6 @@ func (h *Handler) decision(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	c.JSON(http.StatusOK, decisionReply{d.DialogueID, d.CustomerID, d.Consent, d.DecidedAt.UTC().Format(timeFormat), d.Messages})
+	writeJSON(c, http.StatusOK, decisionReply{d.DialogueID, d.CustomerID, d.Consent, d.DecidedAt.UTC().Format(timeFormat), d.Messages})
 	return nil
 }
