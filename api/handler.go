@@ -78,6 +78,8 @@ func NewHandler(svc Dialogues, o Options) *Handler {
 		ids:  newRequestIDs(),
 	}
 	h.engine = h.routes()
+	ready := h.ready
+	o.Metrics.ready.Store(&ready)
 	return h
 }
 

@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -70,6 +72,11 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	if cfg.Cursor.Secret == "" {
 		log.Info("cursor.secret not set: pagination cursors are valid for this process only")
 	}
+	if limit := debug.SetMemoryLimit(-1); limit != math.MaxInt64 {
+		log.Info("memory limit", "bytes", limit)
+	} else {
+		log.Info("no memory limit: set GOMEMLIMIT (see README, Memory)")
+	}
 
 	db, err := repository.Open(ctx, repository.Options{
 		Driver:     cfg.Database.Driver,
@@ -86,6 +93,14 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	}
 
 	a.Metrics = api.NewMetrics()
+	a.Metrics.SetPendingLimits(cfg.Dialogues.MaxPending, cfg.Dialogues.MaxBytes)
+	var freeMemory func()
+	if !a.sharedStore {
+		// Pending dialogues live in this heap: hand back what a flood
+		// that expired held, rather than keep it until the runtime's
+		// next forced collection.
+		freeMemory = debug.FreeOSMemory
+	}
 	a.Service, err = service.New(db, a.Pending, service.Options{
 		Clock:             o.Clock,
 		Logger:            log,
@@ -96,6 +111,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		RetentionInterval: cfg.Retention.Interval,
 		RetentionBatch:    cfg.Retention.BatchSize,
 		CursorSecret:      []byte(cfg.Cursor.Secret),
+		FreeMemory:        freeMemory,
 		ObserveWrite:      a.Metrics.ObserveWrite,
 	})
 	if err != nil {

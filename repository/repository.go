@@ -11,6 +11,7 @@ package repository
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -158,6 +159,31 @@ func (db *DB) Ping(ctx context.Context) error {
 	var one int
 	if err := db.reader.WithContext(ctx).Raw("SELECT 1").Scan(&one).Error; err != nil {
 		return unavailable(ctx, "ping database", err)
+	}
+	return nil
+}
+
+// probeBytes is what ProbeWrite stores: a dialogue of a few long messages,
+// in pages that a database at its size limit or on a full disk has no room
+// for. Random, so that no engine compresses it away.
+const probeBytes = 64 << 10
+
+// ProbeWrite checks that the database commits a write as a consent does:
+// on the writer connection, in one transaction committed durably, it stores
+// probeBytes and deletes them again. It fails when the database refuses
+// writes (read-only, out of space, its size limit reached) and leaves the
+// stored data as it was.
+func (db *DB) ProbeWrite(ctx context.Context) error {
+	row := probeRow{Payload: make([]byte, probeBytes)}
+	rand.Read(row.Payload)
+	err := db.writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(&row).Error; err != nil {
+			return err
+		}
+		return tx.Exec("DELETE FROM write_probes WHERE id = ?", row.ID).Error
+	})
+	if err != nil {
+		return unavailable(ctx, "probe a database write", err)
 	}
 	return nil
 }

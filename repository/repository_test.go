@@ -131,6 +131,7 @@ var suite = []struct {
 	{"ExportStops", testExportStops},
 	{"AllOrNothing", testAllOrNothing},
 	{"Ping", testPing},
+	{"ProbeWrite", testProbeWrite},
 	{"ExportMemoryIsFlat", testExportMemoryIsFlat},
 }
 
@@ -477,6 +478,49 @@ func testPing(t *testing.T, db *DB) {
 	cancel()
 	if err := db.Ping(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("Ping with a cancelled context: got %v, want context.Canceled", err)
+	}
+}
+
+// refuseWrites makes the writer's connection refuse writes as a read-only
+// database does (SQLite's query_only, PostgreSQL's read-only transactions,
+// as on a standby or for a role set so), or accept them again.
+func refuseWrites(t *testing.T, db *DB, refuse bool) {
+	t.Helper()
+	statement := map[string]map[bool]string{
+		"sqlite":   {true: "PRAGMA query_only = 1", false: "PRAGMA query_only = 0"},
+		"postgres": {true: "SET default_transaction_read_only = on", false: "SET default_transaction_read_only = off"},
+	}[db.writer.Dialector.Name()][refuse]
+	if err := db.writer.Exec(statement).Error; err != nil {
+		t.Fatalf("%s: %v", statement, err)
+	}
+}
+
+// testProbeWrite commits a write and leaves no data behind; it fails, as a
+// consent does, while the database refuses writes.
+func testProbeWrite(t *testing.T, db *DB) {
+	for range 2 {
+		if err := db.ProbeWrite(t.Context()); err != nil {
+			t.Fatalf("ProbeWrite: %v", err)
+		}
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM write_probes"); n != 0 {
+		t.Errorf("write_probes holds %d rows after the probes, want 0", n)
+	}
+	refuseWrites(t, db, true)
+	if err := db.ProbeWrite(t.Context()); !errors.Is(err, model.ErrUnavailable) {
+		t.Errorf("ProbeWrite on a read-only database: got %v, want ErrUnavailable", err)
+	}
+	if err := db.SaveConsents(t.Context(), []model.Consent{consent(msg("c1", "d1", "en", "x", 1))}); !errors.Is(err, model.ErrUnavailable) {
+		t.Errorf("SaveConsents on a read-only database: got %v, want ErrUnavailable", err)
+	}
+	refuseWrites(t, db, false)
+	if err := db.ProbeWrite(t.Context()); err != nil {
+		t.Errorf("ProbeWrite once writes are accepted again: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := db.ProbeWrite(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("ProbeWrite with a cancelled context: got %v, want context.Canceled", err)
 	}
 }
 

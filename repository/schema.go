@@ -65,12 +65,21 @@ type erasureRow struct {
 
 func (erasureRow) TableName() string { return "erasures" }
 
+// probeRow is written and deleted by ProbeWrite, in one transaction: the
+// table is always empty.
+type probeRow struct {
+	ID      int64  `gorm:"primaryKey;autoIncrement"`
+	Payload []byte `gorm:"not null"`
+}
+
+func (probeRow) TableName() string { return "write_probes" }
+
 // migrate creates or updates the tables and their indexes. When lock is
 // set, the migration is one transaction that runs lock first, so that
 // processes that start together on an empty database take turns rather
 // than race to create the same tables.
 func migrate(ctx context.Context, writer *gorm.DB, lock string) error {
-	rows := []any{&messageRow{}, &consentRow{}, &erasureRow{}}
+	rows := []any{&messageRow{}, &consentRow{}, &erasureRow{}, &probeRow{}}
 	if lock == "" {
 		return writer.WithContext(ctx).AutoMigrate(rows...)
 	}

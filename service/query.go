@@ -74,15 +74,6 @@ func (d *Dialogues) Export(ctx context.Context, f model.Filter, fn func(model.St
 	return d.repo.Export(ctx, f, fn)
 }
 
-// Ready reports whether the database and the pending store answer.
-func (d *Dialogues) Ready(ctx context.Context) error {
-	if err := d.repo.Ping(ctx); err != nil {
-		return err
-	}
-	_, err := d.pending.Counts(ctx)
-	return err
-}
-
 // Stats is a snapshot of the service's gauges and running totals, for
 // metrics.
 type Stats struct {
