@@ -41,6 +41,10 @@ type Options struct {
 	// MetricsOpen serves /metrics without a key even when keys exist.
 	MetricsOpen bool
 	Metrics     *Metrics
+
+	// AllowedOrigins are the web origins whose pages may call the API;
+	// every other request a page makes is refused.
+	AllowedOrigins []string
 }
 
 // Handler serves the Data API over HTTP.
@@ -51,6 +55,7 @@ type Handler struct {
 	log      *slog.Logger
 	auth     *authenticator
 	ids      *requestIDs
+	idRoutes []idRoute // the routes whose paths hold ids
 	draining atomic.Bool
 }
 

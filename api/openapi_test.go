@@ -264,7 +264,15 @@ func TestOpenAPIRoutesMatchRouter(t *testing.T) {
 	for _, r := range api.Routes(e.handler) {
 		registered[routeKey{r.Method, ginParam.ReplaceAllString(r.Path, "{$1}")}] = true
 	}
+	// HEAD mirrors GET (TestHeadWhereverGet): the document describes GET, and
+	// its description says so once for all; every GET has its HEAD.
 	for k := range registered {
+		if k.method == "GET" && !registered[routeKey{"HEAD", k.path}] {
+			t.Errorf("%v: the router serves it, but not HEAD", k)
+		}
+		if k.method == "HEAD" && registered[routeKey{"GET", k.path}] && !documented[k] {
+			continue
+		}
 		if canonical := canonicalPath(k.path); canonical != k.path {
 			op := doc.Paths.Find(canonical).GetOperation(k.method)
 			switch {
@@ -300,10 +308,10 @@ func TestOpenAPIRoutesMatchRouter(t *testing.T) {
 	template := regexp.MustCompile(`\{[^}]+\}`)
 	for path, item := range paths {
 		target := template.ReplaceAllString(path, "probe-1")
-		for _, method := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+		for _, method := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} {
 			w := e.do(method, target, "")
 			typ := problemType(w)
-			if item.GetOperation(method) != nil {
+			if item.GetOperation(method) != nil || method == "HEAD" && item.Get != nil {
 				if typ == "urn:data-api:problem:no-such-route" || typ == "urn:data-api:problem:method-not-allowed" {
 					t.Errorf("%s %s: got %d %s, want the documented operation", method, target, w.Code, typ)
 				}
@@ -350,6 +358,8 @@ type flowStep struct {
 	status       int
 	badRequest   bool // the document itself rejects the request
 	undocumented bool // no operation matches: the reply must be a documented problem
+
+	headers []string // more request headers: name, value pairs
 }
 
 func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
@@ -448,6 +458,13 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 		{name: "readyz without key", method: "GET", target: "/readyz", key: "-", status: 200},
 		{name: "openapi without key", method: "GET", target: "/openapi.json", key: "-", status: 200},
 
+		{name: "ingest ambiguous body", method: "POST", target: "/data/cust-1/dlg-3", body: `{"text": "a", "Text": "b", "language": "en"}`, status: 400},
+		{name: "ingest language too long", method: "POST", target: "/data/cust-1/dlg-3", body: msg("hello", "en-x-"+strings.Repeat("abcdefgh-", 6)+"abcdef"), status: 400, badRequest: true},
+		{name: "consent ambiguous body", method: "POST", target: "/consents/dlg-1", body: `{"consent": true, "consent": false}`, status: 400, badRequest: true},
+		{name: "decision of an id with an encoded slash", method: "GET", target: "/consents/dlg%2F1", status: 400, badRequest: true},
+		{name: "healthz from a web page", method: "GET", target: "/healthz", key: "-", headers: []string{"Origin", "https://evil.example"}, status: 403},
+		{name: "consent from another site", method: "POST", target: "/consents/dlg-x", body: `false`, headers: []string{"Sec-Fetch-Site", "cross-site"}, status: 403},
+
 		{name: "no such route", method: "GET", target: "/nope/cust-1", status: 404, undocumented: true},
 		{name: "method not allowed", method: "PUT", target: "/data", status: 405, undocumented: true},
 		{name: "readyz draining", before: func(e *testEnv) { e.handler.Drain() }, method: "GET", target: "/readyz", status: 503},
@@ -474,6 +491,9 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 			}
 			if k != "" {
 				r.Header.Set("Authorization", "Bearer "+k)
+			}
+			for i := 0; i+1 < len(s.headers); i += 2 {
+				r.Header.Set(s.headers[i], s.headers[i+1])
 			}
 			return r
 		}

@@ -3,6 +3,7 @@ package api
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"time"
 
@@ -67,6 +68,9 @@ func (h *Handler) export(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
+	if c.Request.Method == http.MethodHead {
+		return h.exportHead(c, q.Filter)
+	}
 	// An export runs as long as it takes; the server's write timeout is for
 	// ordinary requests.
 	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Time{})
@@ -112,6 +116,22 @@ func (h *Handler) export(c *gin.Context) error {
 		return nil
 	}
 	c.Writer.Flush()
+	return nil
+}
+
+// errHeadOnly stops the export of a HEAD request at its first row.
+var errHeadOnly = errors.New("HEAD: headers only")
+
+// exportHead answers HEAD as GET would, without the stream: the filters are
+// checked and the database asked for the first row, so that a bad filter or
+// a database down answer as they would to GET.
+func (h *Handler) exportHead(c *gin.Context, f model.Filter) error {
+	err := h.svc.Export(c.Request.Context(), f, func(model.StoredMessage) error { return errHeadOnly })
+	if err != nil && !errors.Is(err, errHeadOnly) {
+		return err
+	}
+	c.Header("Content-Type", "application/x-ndjson")
+	c.Status(http.StatusOK)
 	return nil
 }
 
