@@ -3,9 +3,7 @@ package pending
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha1"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -153,26 +151,15 @@ func unavailable(ctx context.Context, op string, err error) error {
 	return fmt.Errorf("%s: %w: %w", op, model.ErrUnavailable, err)
 }
 
-// script is a Lua script run by its SHA-1, and sent whole when the server
-// does not know it yet (a new server, or a primary that failed over).
-type script struct{ src, sha string }
-
-func newScript(body string) script {
-	src := prelude + body
-	sum := sha1.Sum([]byte(src))
-	return script{src: src, sha: hex.EncodeToString(sum[:])}
-}
+// newScript returns a script of the prelude and body, run by its SHA-1 and
+// sent whole when the server does not know it yet (a new server, or a
+// primary that failed over).
+func newScript(body string) *rueidis.Lua { return rueidis.NewLuaScript(prelude + body) }
 
 // run runs s with the keys every script gets and args, the first of which
 // is the prefix.
-func (r *Redis) run(ctx context.Context, s script, args ...string) rueidis.RedisResult {
-	args = append([]string{r.o.Prefix}, args...)
-	b := r.c.B()
-	res := r.c.Do(ctx, b.Evalsha().Sha1(s.sha).Numkeys(int64(len(r.keys))).Key(r.keys...).Arg(args...).Build())
-	if err, ok := rueidis.IsRedisErr(res.Error()); ok && err.IsNoScript() {
-		res = r.c.Do(ctx, b.Eval().Script(s.src).Numkeys(int64(len(r.keys))).Key(r.keys...).Arg(args...).Build())
-	}
-	return res
+func (r *Redis) run(ctx context.Context, s *rueidis.Lua, args ...string) rueidis.RedisResult {
+	return s.Exec(ctx, r.c, r.keys, append([]string{r.o.Prefix}, args...))
 }
 
 // What a script answers when it has no data to return.
