@@ -22,6 +22,7 @@ type Dialogues interface {
 	Decision(ctx context.Context, dialogueID string) (model.Decision, error)
 	Messages(ctx context.Context, q model.Query) (model.Page, error)
 	Export(ctx context.Context, f model.Filter, fn func(model.StoredMessage) error) error
+	Dialogue(ctx context.Context, dialogueID string) (model.Dialogue, error)
 	Erase(ctx context.Context, customerID, keyName string) (model.ErasureOutcome, error)
 	Ready(ctx context.Context) error
 	Stats() service.Stats
@@ -41,6 +42,9 @@ type Options struct {
 	// MetricsOpen serves /metrics without a key even when keys exist.
 	MetricsOpen bool
 	Metrics     *Metrics
+	// ExportStallTimeout is how long an export waits for its client to take
+	// each write (up to 64 KiB) before it cuts the export; required.
+	ExportStallTimeout time.Duration
 }
 
 // Handler serves the Data API over HTTP.

@@ -27,6 +27,7 @@ func (h *Handler) routes() *gin.Engine {
 	e.GET("/data/", analyst, h.handle(h.query))
 	e.GET("/data/export", analyst, h.handle(h.export))
 	e.GET("/consents/:dialogId", analyst, h.handle(h.decision))
+	e.GET("/dialogues/:dialogId", analyst, h.handle(h.dialogue))
 	e.DELETE("/customers/:customerId/data", admin, h.handle(h.erase))
 	none := h.handle(noQuery) // refuses any query parameter, as everywhere
 	e.GET("/healthz", none, h.handle(h.healthz))

@@ -68,6 +68,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		Driver:     cfg.Database.Driver,
 		DSN:        cfg.Database.DSN,
 		MaxReaders: cfg.Database.MaxReaders,
+		MaxExports: cfg.Database.MaxExports,
 		Logger:     log,
 	})
 	if err != nil {
@@ -90,6 +91,8 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		RetentionBatch:    cfg.Retention.BatchSize,
 		CursorSecret:      []byte(cfg.Cursor.Secret),
 		ObserveWrite:      a.Metrics.ObserveWrite,
+
+		MaxDialogueMessages: cfg.Dialogues.MaxMessages,
 	})
 	if err != nil {
 		return nil, errors.Join(err, a.Close())
@@ -116,6 +119,8 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		Clock:       o.Clock,
 		MetricsOpen: cfg.Auth.MetricsOpen,
 		Metrics:     a.Metrics,
+
+		ExportStallTimeout: cfg.Server.ExportStallTimeout,
 	}
 	a.Handler = a.HandlerFor(a.Service)
 	return a, nil
