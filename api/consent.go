@@ -41,7 +41,7 @@ func (h *Handler) consent(c *gin.Context) error {
 	} else {
 		r.DeletedMessages, r.DroppedMessages = &out.Deleted, &out.Dropped
 	}
-	c.JSON(http.StatusOK, r)
+	writeJSON(c, http.StatusOK, r)
 	return nil
 }
 

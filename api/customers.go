@@ -20,6 +20,6 @@ func (h *Handler) erase(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	c.JSON(http.StatusOK, erasureReply{c.Param("customerId"), out.Deleted, out.Dropped})
+	writeJSON(c, http.StatusOK, erasureReply{c.Param("customerId"), out.Deleted, out.Dropped})
 	return nil
 }

@@ -50,7 +50,7 @@ func (h *Handler) ingest(c *gin.Context) error {
 	reply = append(reply, dialogue...)
 	reply = append(reply, `","pendingMessages":`...)
 	reply = strconv.AppendInt(reply, int64(n), 10)
-	reply = append(reply, '}')
+	reply = append(reply, "}\n"...)
 	c.Data(http.StatusAccepted, "application/json; charset=utf-8", reply)
 	return nil
 }

@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -88,13 +90,142 @@ func TestOpenAPIOperationsAreComplete(t *testing.T) {
 			case op.Responses.Status(http.StatusUnauthorized) == nil:
 				t.Errorf("%s: does not document 401", name)
 			}
+			if r := op.Responses.Value("4XX"); r == nil || r.Ref != notServedRef {
+				t.Errorf("%s: does not answer 4XX with %s (no-such-route, method-not-allowed)", name, notServedRef)
+			}
 			for code, r := range op.Responses.Map() {
 				if r.Value.Headers["X-Request-ID"] == nil {
 					t.Errorf("%s %s: lacks the X-Request-ID header", name, code)
 				}
+				checkResponseContent(t, doc, name+" "+code, code, r.Value)
 			}
 		}
 	}
+}
+
+// notServedRef is the response every operation gives for a path or a method
+// the server does not serve.
+const notServedRef = "#/components/responses/NotServed"
+
+// checkResponseContent checks what a response's media types must say: a
+// problem response names each problem type it may carry in an example of
+// that type, and an NDJSON body names the schema of its lines.
+func checkResponseContent(t *testing.T, doc *openapi3.T, name, code string, r *openapi3.Response) {
+	t.Helper()
+	for mediaType, media := range r.Content {
+		switch mediaType {
+		case "application/problem+json":
+			if len(media.Examples) == 0 {
+				t.Errorf("%s: names no problem type in its examples", name)
+			}
+			for key, ex := range media.Examples {
+				p, err := asProblem(ex.Value.Value)
+				switch {
+				case err != nil:
+					t.Errorf("%s example %s: %v", name, key, err)
+				case p.Type != problemPrefix+key:
+					t.Errorf("%s example %s: got type %q, want the example named after its type", name, key, p.Type)
+				case !statusMatches(code, p.Status):
+					t.Errorf("%s example %s: got status %d, want %s", name, key, p.Status, code)
+				}
+			}
+		case "application/x-ndjson":
+			if _, err := itemSchema(doc, media); err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		}
+	}
+}
+
+// statusMatches reports whether status falls under a response code such as
+// "404" or "4XX".
+func statusMatches(code string, status int) bool {
+	s := strconv.Itoa(status)
+	return code == s || (len(code) == 3 && strings.HasSuffix(code, "XX") && code[0] == s[0])
+}
+
+const problemPrefix = "urn:data-api:problem:"
+
+// problemFields are the members of a problem that identify its kind.
+type problemFields struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+}
+
+func asProblem(v any) (problemFields, error) {
+	var p problemFields
+	raw, err := json.Marshal(v)
+	if err == nil {
+		err = json.Unmarshal(raw, &p)
+	}
+	return p, err
+}
+
+// checkProblem checks that a problem reply is one of those the response's
+// examples name, with the same title and the reply's own status.
+func checkProblem(t *testing.T, name string, r *openapi3.Response, w *httptest.ResponseRecorder) {
+	t.Helper()
+	var got problemFields
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
+		t.Errorf("%s: problem %s: %v", name, w.Body, err)
+		return
+	}
+	media := r.Content.Get("application/problem+json")
+	if media == nil {
+		t.Errorf("%s: got a problem, the response documents none", name)
+		return
+	}
+	var named []string
+	for _, ex := range media.Examples {
+		want, err := asProblem(ex.Value.Value)
+		if err != nil {
+			continue // reported by TestOpenAPIOperationsAreComplete
+		}
+		if want.Type == got.Type {
+			if got != want || got.Status != w.Code {
+				t.Errorf("%s: got problem %+v with status %d, want %+v", name, got, w.Code, want)
+			}
+			return
+		}
+		named = append(named, want.Type)
+	}
+	t.Errorf("%s: got problem type %q, want one the response names: %v", name, got.Type, named)
+}
+
+// itemSchema is the schema of each line of an NDJSON media type: in OpenAPI
+// 3.0 the media type's schema describes the whole body (a string of lines,
+// which tools that know no NDJSON check as such), and x-itemSchema, as
+// OpenAPI 3.2's itemSchema, references the schema of one line.
+func itemSchema(doc *openapi3.T, media *openapi3.MediaType) (*openapi3.Schema, error) {
+	ext, _ := media.Extensions["x-itemSchema"].(map[string]any)
+	ref, _ := ext["$ref"].(string)
+	name, ok := strings.CutPrefix(ref, "#/components/schemas/")
+	if !ok || doc.Components.Schemas[name] == nil {
+		return nil, fmt.Errorf("x-itemSchema %v does not reference a schema of components.schemas", media.Extensions["x-itemSchema"])
+	}
+	return doc.Components.Schemas[name].Value, nil
+}
+
+// checkNDJSON checks every line of a newline-delimited JSON body against the
+// schema of one line.
+func checkNDJSON(body []byte, item *openapi3.Schema) error {
+	if len(body) == 0 {
+		return nil
+	}
+	if body[len(body)-1] != '\n' {
+		return errors.New("the stream does not end with a newline")
+	}
+	for i, line := range bytes.Split(bytes.TrimSuffix(body, []byte("\n")), []byte("\n")) {
+		var v any
+		if err := json.Unmarshal(line, &v); err != nil {
+			return fmt.Errorf("line %d: %w", i+1, err)
+		}
+		if err := item.VisitJSON(v, openapi3.VisitAsResponse()); err != nil {
+			return fmt.Errorf("line %d: %w", i+1, err)
+		}
+	}
+	return nil
 }
 
 // routeKey is one route: a method and a path template in OpenAPI syntax.
@@ -104,12 +235,29 @@ func (k routeKey) String() string { return k.method + " " + k.path }
 
 var ginParam = regexp.MustCompile(`[:*]([A-Za-z0-9_]+)`)
 
+// pathAliases are paths the router serves as a second name of a documented
+// path, with the same methods and operations. The document describes each
+// operation once, under the documented path, and its description names the
+// alias.
+var pathAliases = map[string]string{"/data/": "/data"}
+
+// canonicalPath is the documented path of a request path.
+func canonicalPath(path string) string {
+	if p, ok := pathAliases[path]; ok {
+		return p
+	}
+	return path
+}
+
 func TestOpenAPIRoutesMatchRouter(t *testing.T) {
 	doc := loadOpenAPI(t)
 	e := newEnv(t, envOptions{})
 
 	documented := map[routeKey]bool{}
 	for path, item := range doc.Paths.Map() {
+		if _, ok := pathAliases[path]; ok {
+			t.Errorf("%s: documented as a path of its own, want it named in the description of %s", path, pathAliases[path])
+		}
 		for method := range item.Operations() {
 			documented[routeKey{method, path}] = true
 		}
@@ -119,6 +267,16 @@ func TestOpenAPIRoutesMatchRouter(t *testing.T) {
 		registered[routeKey{r.Method, ginParam.ReplaceAllString(r.Path, "{$1}")}] = true
 	}
 	for k := range registered {
+		if canonical := canonicalPath(k.path); canonical != k.path {
+			op := doc.Paths.Find(canonical).GetOperation(k.method)
+			switch {
+			case op == nil:
+				t.Errorf("%v: the router serves it as an alias of %s %s, which the OpenAPI document does not describe", k, k.method, canonical)
+			case !strings.Contains(op.Description, "`"+k.method+" "+k.path+"`"):
+				t.Errorf("%v: the description of %s does not name the alias `%v`", k, op.OperationID, k)
+			}
+			continue
+		}
 		if !documented[k] {
 			t.Errorf("%v: the router serves it, the OpenAPI document does not describe it", k)
 		}
@@ -127,12 +285,22 @@ func TestOpenAPIRoutesMatchRouter(t *testing.T) {
 		if !registered[k] {
 			t.Errorf("%v: the OpenAPI document describes it, the router does not serve it", k)
 		}
+		for alias, canonical := range pathAliases {
+			if canonical == k.path && !registered[routeKey{k.method, alias}] {
+				t.Errorf("%v: the router does not serve its alias %s", k, alias)
+			}
+		}
 	}
 
-	// The router must also answer each documented route, and only with the
-	// documented methods: a path template's parameters take sample values.
+	// The router must also answer each documented route and each alias, and
+	// only with the documented methods: a path template's parameters take
+	// sample values.
+	paths := maps.Clone(doc.Paths.Map())
+	for alias, canonical := range pathAliases {
+		paths[alias] = doc.Paths.Find(canonical)
+	}
 	template := regexp.MustCompile(`\{[^}]+\}`)
-	for path, item := range doc.Paths.Map() {
+	for path, item := range paths {
 		target := template.ReplaceAllString(path, "probe-1")
 		for _, method := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
 			w := e.do(method, target, "")
@@ -193,7 +361,9 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	openapi3filter.RegisterBodyDecoder("application/x-ndjson", ndjsonDecoder)
+	// The document describes an NDJSON body as a string of lines, each line
+	// checked below against its x-itemSchema.
+	openapi3filter.RegisterBodyDecoder("application/x-ndjson", openapi3filter.FileBodyDecoder)
 	openapi3filter.RegisterBodyDecoder("text/csv", csvDecoder)
 	t.Cleanup(func() {
 		openapi3filter.UnregisterBodyDecoder("application/x-ndjson")
@@ -346,7 +516,12 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 			}
 		}
 
+		if ct := w.Header().Get("Content-Type"); strings.Contains(ct, "json") && !strings.Contains(ct, "ndjson") && !bytes.HasSuffix(w.Body.Bytes(), []byte("}\n")) {
+			t.Errorf("%s: the %s reply does not end with a newline: %q", name, ct, w.Body)
+		}
+
 		req := newRequest()
+		req.URL.Path = canonicalPath(req.URL.Path) // the document names each operation once
 		route, params, err := router.FindRoute(req)
 		if s.undocumented {
 			if !errors.Is(err, routers.ErrPathNotFound) && !errors.Is(err, routers.ErrMethodNotAllowed) {
@@ -367,71 +542,40 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 		case !s.badRequest && err != nil:
 			t.Errorf("%s %s: the document rejects the request: %v", route.Operation.OperationID, name, err)
 		}
-		respOpts := opts
-		if w.Body.Len() == 0 && strings.HasPrefix(w.Header().Get("Content-Type"), "application/x-ndjson") {
-			// An empty stream has no line to check against the schema of
-			// one line; its headers are still checked.
-			o := *opts
-			o.ExcludeResponseBody = true
-			respOpts = &o
+		// The server answers a documented operation only with the statuses
+		// the operation lists itself: its 4XX is for servers that do not
+		// serve it.
+		documented := route.Operation.Responses.Value(strconv.Itoa(w.Code))
+		if documented == nil {
+			t.Errorf("%s %s: status %d is not among the operation's responses", route.Operation.OperationID, name, w.Code)
+			continue
 		}
 		resp := &openapi3filter.ResponseValidationInput{
 			RequestValidationInput: in,
 			Status:                 w.Code,
 			Header:                 w.Header(),
 			Body:                   io.NopCloser(bytes.NewReader(w.Body.Bytes())),
-			Options:                respOpts,
+			Options:                opts,
 		}
 		if err := openapi3filter.ValidateResponse(context.Background(), resp); err != nil {
 			t.Errorf("%s %s: response %d %s does not match the document: %v", route.Operation.OperationID, name, w.Code, w.Body, err)
+		}
+		switch ct := w.Header().Get("Content-Type"); ct {
+		case "application/problem+json":
+			checkProblem(t, route.Operation.OperationID+" "+name, documented.Value, w)
+		case "application/x-ndjson":
+			item, err := itemSchema(doc, documented.Value.Content.Get(ct))
+			if err == nil {
+				err = checkNDJSON(w.Body.Bytes(), item)
+			}
+			if err != nil {
+				t.Errorf("%s %s: NDJSON body %s does not match the document: %v", route.Operation.OperationID, name, w.Body, err)
+			}
 		}
 	}
 	if cursor != "" {
 		t.Errorf("the last page has nextCursor %q, want null", cursor)
 	}
-}
-
-// checkUndocumented checks a reply to a request no operation matches against
-// the document's NoSuchRoute or MethodNotAllowed response.
-func checkUndocumented(t *testing.T, doc *openapi3.T, name string, w *httptest.ResponseRecorder) {
-	t.Helper()
-	responses := map[int]string{http.StatusNotFound: "NoSuchRoute", http.StatusMethodNotAllowed: "MethodNotAllowed"}
-	ref := doc.Components.Responses[responses[w.Code]]
-	if ref == nil {
-		t.Errorf("%s: got status %d, which has no component response", name, w.Code)
-		return
-	}
-	media := ref.Value.Content.Get(w.Header().Get("Content-Type"))
-	if media == nil {
-		t.Errorf("%s: got Content-Type %q, want one of %v", name, w.Header().Get("Content-Type"), ref.Value.Content)
-		return
-	}
-	var body any
-	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
-		t.Errorf("%s: body %s: %v", name, w.Body, err)
-		return
-	}
-	if err := media.Schema.Value.VisitJSON(body, openapi3.VisitAsResponse()); err != nil {
-		t.Errorf("%s: response %d %s does not match the document: %v", name, w.Code, w.Body, err)
-	}
-	for h := range ref.Value.Headers {
-		if ref.Value.Headers[h].Value.Required && w.Header().Get(h) == "" {
-			t.Errorf("%s: the response lacks the %s header", name, h)
-		}
-	}
-}
-
-// bearerOnly accepts any request with a bearer token: which keys exist and
-// what roles they hold is for the server to decide.
-func bearerOnly(_ context.Context, in *openapi3filter.AuthenticationInput) error {
-	if in.SecurityScheme == nil || in.SecurityScheme.Type != "http" || !strings.EqualFold(in.SecurityScheme.Scheme, "bearer") {
-		return fmt.Errorf("security scheme %s is not HTTP bearer", in.SecuritySchemeName)
-	}
-	scheme, token, ok := strings.Cut(in.RequestValidationInput.Request.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
-		return errors.New("no bearer token")
-	}
-	return nil
 }
 
 // storeDialogue stores n messages of one dialogue straight into the
@@ -466,32 +610,51 @@ func csvDecoder(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3
 	return string(data), nil
 }
 
-// ndjsonDecoder decodes a newline-delimited JSON body, checking every line
-// against the media type's schema, which describes one line, and returns the
-// first line for the caller to check again.
-func ndjsonDecoder(body io.Reader, _ http.Header, schema *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
-	data, err := io.ReadAll(body)
-	if err != nil {
-		return nil, err
+// checkUndocumented checks a reply to a request no operation matches against
+// the response every operation gives as its 4XX, NotServed.
+func checkUndocumented(t *testing.T, doc *openapi3.T, name string, w *httptest.ResponseRecorder) {
+	t.Helper()
+	ref := doc.Components.Responses[strings.TrimPrefix(notServedRef, "#/components/responses/")]
+	if ref == nil {
+		t.Errorf("%s: the document has no %s", name, notServedRef)
+		return
 	}
-	if len(data) > 0 && data[len(data)-1] != '\n' {
-		return nil, errors.New("the stream does not end with a newline")
+	if !statusMatches("4XX", w.Code) {
+		t.Errorf("%s: got status %d, want a 4XX", name, w.Code)
 	}
-	var first any
-	for i, line := range bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n")) {
-		if len(data) == 0 {
-			break
-		}
-		var v any
-		if err := json.Unmarshal(line, &v); err != nil {
-			return nil, fmt.Errorf("line %d: %w", i+1, err)
-		}
-		if err := schema.Value.VisitJSON(v, openapi3.VisitAsResponse()); err != nil {
-			return nil, fmt.Errorf("line %d: %w", i+1, err)
-		}
-		if i == 0 {
-			first = v
+	if w.Code == http.StatusMethodNotAllowed && w.Header().Get("Allow") == "" {
+		t.Errorf("%s: a 405 without an Allow header", name)
+	}
+	media := ref.Value.Content.Get(w.Header().Get("Content-Type"))
+	if media == nil {
+		t.Errorf("%s: got Content-Type %q, want one of %v", name, w.Header().Get("Content-Type"), ref.Value.Content)
+		return
+	}
+	var body any
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+		t.Errorf("%s: body %s: %v", name, w.Body, err)
+		return
+	}
+	if err := media.Schema.Value.VisitJSON(body, openapi3.VisitAsResponse()); err != nil {
+		t.Errorf("%s: response %d %s does not match the document: %v", name, w.Code, w.Body, err)
+	}
+	for h := range ref.Value.Headers {
+		if ref.Value.Headers[h].Value.Required && w.Header().Get(h) == "" {
+			t.Errorf("%s: the response lacks the %s header", name, h)
 		}
 	}
-	return first, nil
+	checkProblem(t, name, ref.Value, w)
+}
+
+// bearerOnly accepts any request with a bearer token: which keys exist and
+// what roles they hold is for the server to decide.
+func bearerOnly(_ context.Context, in *openapi3filter.AuthenticationInput) error {
+	if in.SecurityScheme == nil || in.SecurityScheme.Type != "http" || !strings.EqualFold(in.SecurityScheme.Scheme, "bearer") {
+		return fmt.Errorf("security scheme %s is not HTTP bearer", in.SecuritySchemeName)
+	}
+	scheme, token, ok := strings.Cut(in.RequestValidationInput.Request.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return errors.New("no bearer token")
+	}
+	return nil
 }

@@ -11,7 +11,7 @@ import (
 )
 
 func (h *Handler) healthz(c *gin.Context) error {
-	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+	writeJSON(c, http.StatusOK, gin.H{"status": "ok"})
 	return nil
 }
 
@@ -28,6 +28,6 @@ func (h *Handler) readyz(c *gin.Context) error {
 		h.log.WarnContext(c.Request.Context(), "not ready", "err", err)
 		return model.Errorf(model.ErrUnavailable, "the database does not answer")
 	}
-	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+	writeJSON(c, http.StatusOK, gin.H{"status": "ready"})
 	return nil
 }

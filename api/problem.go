@@ -111,7 +111,18 @@ func writeError(c *gin.Context, log *slog.Logger, err error) {
 func writeProblem(c *gin.Context, p problem) {
 	body, _ := json.Marshal(p)
 	c.Abort()
-	c.Data(p.Status, "application/problem+json", body)
+	c.Data(p.Status, "application/problem+json", append(body, '\n'))
+}
+
+// writeJSON answers v as JSON ended by a newline, as every JSON reply and
+// problem is; gin's c.JSON writes none. Like c.JSON, it panics if v does not
+// marshal, which the reply types always do.
+func writeJSON(c *gin.Context, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	c.Data(status, "application/json; charset=utf-8", append(body, '\n'))
 }
 
 // classify finds err's kind and the detail to show for it.

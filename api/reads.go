@@ -53,7 +53,7 @@ func (h *Handler) query(c *gin.Context) error {
 		r.NextCursor = &page.Next
 		c.Header("Link", "<"+nextURL(c, page.Next)+`>; rel="next"`)
 	}
-	c.JSON(http.StatusOK, r)
+	writeJSON(c, http.StatusOK, r)
 	return nil
 }
 
@@ -304,7 +304,7 @@ func (h *Handler) dialogue(c *gin.Context) error {
 	for i, m := range d.Messages {
 		r.Messages[i] = toJSON(m)
 	}
-	c.JSON(http.StatusOK, r)
+	writeJSON(c, http.StatusOK, r)
 	return nil
 }
 
@@ -324,6 +324,6 @@ func (h *Handler) decision(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	c.JSON(http.StatusOK, decisionReply{d.DialogueID, d.CustomerID, d.Consent, d.DecidedAt.UTC().Format(timeFormat), d.Messages})
+	writeJSON(c, http.StatusOK, decisionReply{d.DialogueID, d.CustomerID, d.Consent, d.DecidedAt.UTC().Format(timeFormat), d.Messages})
 	return nil
 }
