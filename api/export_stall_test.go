@@ -200,7 +200,7 @@ func TestStalledExportsHoldBackNothing(t *testing.T) {
 // steadily gets the whole export however much longer than the stall timeout
 // it takes.
 func TestSlowExportReaderKeepsItsExport(t *testing.T) {
-	const stall = time.Second
+	const stall = 2 * time.Second
 	e := newEnv(t, envOptions{config: func(c *config.Config) { c.Server.ExportStallTimeout = stall }})
 	const rows = 8_000 // about 2 MB of NDJSON
 	text := strings.Repeat("a customer message of a typical length, padded to be longer. ", 3)
@@ -222,8 +222,8 @@ func TestSlowExportReaderKeepsItsExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	// 16 KiB every 20 ms: about 800 KiB/s, so that each 64 KiB write of the
-	// server is taken within a tenth of the stall timeout, and the whole
+	// 16 KiB every 25 ms: about 640 KiB/s, so that each 64 KiB write of the
+	// server is taken within a twentieth of the stall timeout, and the whole
 	// export takes longer than the stall timeout.
 	var (
 		buf   = make([]byte, 16<<10)
@@ -238,7 +238,7 @@ func TestSlowExportReaderKeepsItsExport(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after %d lines in %v: %v", lines, time.Since(start), err)
 		}
-		time.Sleep(20 * time.Millisecond) // the client's pace, not a wait for a result
+		time.Sleep(25 * time.Millisecond) // the client's pace, not a wait for a result
 	}
 	took := time.Since(start)
 	t.Logf("%d lines read in %v", lines, took.Round(time.Millisecond))
