@@ -249,3 +249,56 @@ func TestSlowExportReaderKeepsItsExport(t *testing.T) {
 		t.Errorf("the export took %v, no longer than the stall timeout %v: the test proves nothing", took, stall)
 	}
 }
+
+// failingExport fails every export after its rows, as a database that dies
+// mid-stream does.
+type failingExport struct{ api.Dialogues }
+
+func (f failingExport) Export(ctx context.Context, flt model.Filter, fn func(model.StoredMessage) error) error {
+	if err := f.Dialogues.Export(ctx, flt, fn); err != nil {
+		return err
+	}
+	return model.Errorf(model.ErrUnavailable, "the database went away")
+}
+
+// TestExportCutShortIsNotAWholeExport checks that an export that fails once
+// its status line is sent ends without the last chunk of its body, so that
+// the client cannot take it for a whole export, in either format; and that
+// one that fails before anything is sent is a problem response.
+func TestExportCutShortIsNotAWholeExport(t *testing.T) {
+	e := newEnv(t, envOptions{wrap: func(d api.Dialogues) api.Dialogues { return failingExport{d} }})
+	msgs := make([]model.Message, 1000) // more than one flush of rows
+	for i := range msgs {
+		msgs[i] = model.Message{CustomerID: "c1", DialogueID: "d1", Language: "en", Text: "hello", CreatedAt: time.Unix(0, int64(i+1))}
+	}
+	msgs[0].CustomerID, msgs[0].DialogueID = "c2", "d2"
+	if err := e.db.SaveConsents(t.Context(), []model.Consent{
+		{Decision: model.Decision{DialogueID: "d1", CustomerID: "c1", Consent: true}, Messages: msgs[1:]},
+		{Decision: model.Decision{DialogueID: "d2", CustomerID: "c2", Consent: true}, Messages: msgs[:1]},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(e.handler)
+	defer srv.Close()
+	get := func(target, accept string) (*http.Response, []byte, error) {
+		req, _ := http.NewRequest("GET", srv.URL+target, nil)
+		req.Header.Set("Accept", accept)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return resp, body, err
+	}
+	for _, accept := range []string{"application/x-ndjson", "text/csv"} {
+		resp, body, err := get("/data/export?customerId=c1", accept)
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "hello") || !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("%s, failing mid-stream: got %d, %d bytes, %v; want 200, rows, then io.ErrUnexpectedEOF", accept, resp.StatusCode, len(body), err)
+		}
+		resp, body, err = get("/data/export?customerId=c2", accept)
+		if resp.StatusCode != 503 || resp.Header.Get("Content-Type") != "application/problem+json" || resp.Header.Get("Retry-After") == "" || err != nil {
+			t.Errorf("%s, failing before anything is sent: got %d %q %s, %v; want a 503 problem", accept, resp.StatusCode, resp.Header.Get("Content-Type"), body, err)
+		}
+	}
+}

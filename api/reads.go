@@ -118,13 +118,37 @@ func (h *Handler) export(c *gin.Context) error {
 	if err == nil {
 		err = flushExport(rows, bw, out)
 	}
+	if err != nil && !c.Writer.Written() {
+		// Nothing has reached the client: the failure can still be a
+		// problem response.
+		c.Writer.Header().Del("Content-Type")
+		c.Writer.Header().Del("Vary")
+		return err
+	}
 	if err != nil {
 		// The status line is sent: all that is left is to log and cut the
-		// stream short, which the client sees as a body that ends without
-		// its last chunk.
+		// connection, so that the client sees a body that ends without its
+		// last chunk. Returning alone would end the body cleanly, and an
+		// export cut short would pass for a whole one.
 		h.log.WarnContext(c.Request.Context(), "export ended early", "rows", n, "err", err)
+		cutConnection(c.Writer)
 	}
 	return nil
+}
+
+// cutConnection closes the connection of w's request without ending its
+// response, when the connection can be had (not on HTTP/2, nor in tests
+// that record the response).
+func cutConnection(w gin.ResponseWriter) {
+	// gin refuses to hand over the connection once a body is written; the
+	// server's own writer, under it, does not.
+	var rw http.ResponseWriter = w
+	if u, ok := w.(interface{ Unwrap() http.ResponseWriter }); ok {
+		rw = u.Unwrap()
+	}
+	if conn, _, err := http.NewResponseController(rw).Hijack(); err == nil {
+		_ = conn.Close()
+	}
 }
 
 func flushExport(rows exportRows, bw *bufio.Writer, out *stallWriter) error {
