@@ -22,7 +22,7 @@ import (
 // as cmd/data-api builds it, over a real SQLite file, with a fake clock and
 // the log captured.
 type testEnv struct {
-	t       *testing.T
+	t       testing.TB
 	handler *api.Handler
 	svc     *service.Dialogues
 	db      *repository.DB
@@ -39,7 +39,7 @@ type envOptions struct {
 	wrap func(api.Dialogues) api.Dialogues
 }
 
-func newEnv(t *testing.T, o envOptions) *testEnv {
+func newEnv(t testing.TB, o envOptions) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Default()
@@ -109,7 +109,7 @@ func (e *testEnv) consent(dialogue string, consent bool) map[string]any {
 	return decode(e.t, w)
 }
 
-func decode(t *testing.T, w *httptest.ResponseRecorder) map[string]any {
+func decode(t testing.TB, w *httptest.ResponseRecorder) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(w.Body.Bytes(), &m); err != nil {

@@ -257,6 +257,11 @@ func TestExportNegotiation(t *testing.T) {
 			t.Errorf("Accept %q: %d %q, want %s", tc.accept, w.Code, ct, tc.want)
 		}
 	}
+	// HEAD says what GET would send.
+	w := e.do("HEAD", "/data/export", "", "Accept", "text/csv")
+	if ct := w.Header().Get("Content-Type"); w.Code != 200 || !strings.HasPrefix(ct, "text/csv") || w.Header().Get("Vary") != "Accept" {
+		t.Errorf("HEAD with Accept text/csv: %d %q, Vary %q; want 200 text/csv, Vary Accept", w.Code, ct, w.Header().Get("Vary"))
+	}
 }
 
 // dialogueReply is the body of GET /dialogues/{dialogId}.

@@ -42,6 +42,10 @@ type Options struct {
 	// MetricsOpen serves /metrics without a key even when keys exist.
 	MetricsOpen bool
 	Metrics     *Metrics
+
+	// AllowedOrigins are the web origins whose pages may call the API;
+	// every other request a page makes is refused.
+	AllowedOrigins []string
 	// ExportStallTimeout is how long an export waits for its client to take
 	// each write (up to 64 KiB) before it cuts the export; required.
 	ExportStallTimeout time.Duration
@@ -55,6 +59,7 @@ type Handler struct {
 	log      *slog.Logger
 	auth     *authenticator
 	ids      *requestIDs
+	idRoutes []idRoute // the routes whose paths hold ids
 	draining atomic.Bool
 }
 
@@ -77,6 +82,8 @@ func NewHandler(svc Dialogues, o Options) *Handler {
 		ids:  newRequestIDs(),
 	}
 	h.engine = h.routes()
+	ready := h.ready
+	o.Metrics.ready.Store(&ready)
 	return h
 }
 

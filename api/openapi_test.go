@@ -266,7 +266,15 @@ func TestOpenAPIRoutesMatchRouter(t *testing.T) {
 	for _, r := range api.Routes(e.handler) {
 		registered[routeKey{r.Method, ginParam.ReplaceAllString(r.Path, "{$1}")}] = true
 	}
+	// HEAD mirrors GET (TestHeadWhereverGet): the document describes GET, and
+	// its description says so once for all; every GET has its HEAD.
 	for k := range registered {
+		if k.method == "GET" && !registered[routeKey{"HEAD", k.path}] {
+			t.Errorf("%v: the router serves it, but not HEAD", k)
+		}
+		if k.method == "HEAD" && registered[routeKey{"GET", k.path}] && !documented[k] {
+			continue
+		}
 		if canonical := canonicalPath(k.path); canonical != k.path {
 			op := doc.Paths.Find(canonical).GetOperation(k.method)
 			switch {
@@ -302,10 +310,10 @@ func TestOpenAPIRoutesMatchRouter(t *testing.T) {
 	template := regexp.MustCompile(`\{[^}]+\}`)
 	for path, item := range paths {
 		target := template.ReplaceAllString(path, "probe-1")
-		for _, method := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+		for _, method := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} {
 			w := e.do(method, target, "")
 			typ := problemType(w)
-			if item.GetOperation(method) != nil {
+			if item.GetOperation(method) != nil || method == "HEAD" && item.Get != nil {
 				if typ == "urn:data-api:problem:no-such-route" || typ == "urn:data-api:problem:method-not-allowed" {
 					t.Errorf("%s %s: got %d %s, want the documented operation", method, target, w.Code, typ)
 				}
@@ -349,10 +357,11 @@ type flowStep struct {
 	target       string // "{cursor}" stands for the last nextCursor seen
 	body         string
 	key          string // the bearer token: "" sends the all-roles key's, "-" none
-	accept       string // the Accept header, when set
 	status       int
 	badRequest   bool // the document itself rejects the request
 	undocumented bool // no operation matches: the reply must be a documented problem
+
+	headers []string // more request headers: name, value pairs
 }
 
 func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
@@ -429,9 +438,9 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 		{name: "bad time", method: "GET", target: "/data?since=yesterday", status: 400, badRequest: true},
 		{name: "empty range", method: "GET", target: "/data?since=2026-01-01T00:00:00Z&until=2026-01-01T00:00:00Z", status: 400},
 		{name: "bad dialogue filter", method: "GET", target: "/data?dialogId=a%20b", status: 400, badRequest: true},
-		{name: "export as CSV", method: "GET", target: "/data/export?customerId=cust-1&since=2026-01-01T00:00:00Z", accept: "text/csv", status: 200},
-		{name: "export as CSV, nothing", method: "GET", target: "/data/export?dialogId=dlg-none", accept: "text/csv", status: 200},
-		{name: "export, Accept unknown", method: "GET", target: "/data/export?dialogId=dlg-1", accept: "application/json", status: 200},
+		{name: "export as CSV", method: "GET", target: "/data/export?customerId=cust-1&since=2026-01-01T00:00:00Z", headers: []string{"Accept", "text/csv"}, status: 200},
+		{name: "export as CSV, nothing", method: "GET", target: "/data/export?dialogId=dlg-none", headers: []string{"Accept", "text/csv"}, status: 200},
+		{name: "export, Accept unknown", method: "GET", target: "/data/export?dialogId=dlg-1", headers: []string{"Accept", "application/json"}, status: 200},
 		{name: "dialogue", method: "GET", target: "/dialogues/dlg-2", status: 200},
 		{name: "dialogue never consented", method: "GET", target: "/dialogues/dlg-none", status: 404},
 		{name: "dialogue with query", method: "GET", target: "/dialogues/dlg-2?order=desc", status: 400},
@@ -468,6 +477,13 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 		{name: "readyz without key", method: "GET", target: "/readyz", key: "-", status: 200},
 		{name: "openapi without key", method: "GET", target: "/openapi.json", key: "-", status: 200},
 
+		{name: "ingest ambiguous body", method: "POST", target: "/data/cust-1/dlg-3", body: `{"text": "a", "Text": "b", "language": "en"}`, status: 400},
+		{name: "ingest language too long", method: "POST", target: "/data/cust-1/dlg-3", body: msg("hello", "en-x-"+strings.Repeat("abcdefgh-", 6)+"abcdef"), status: 400, badRequest: true},
+		{name: "consent ambiguous body", method: "POST", target: "/consents/dlg-1", body: `{"consent": true, "consent": false}`, status: 400, badRequest: true},
+		{name: "decision of an id with an encoded slash", method: "GET", target: "/consents/dlg%2F1", status: 400, badRequest: true},
+		{name: "healthz from a web page", method: "GET", target: "/healthz", key: "-", headers: []string{"Origin", "https://evil.example"}, status: 403},
+		{name: "consent from another site", method: "POST", target: "/consents/dlg-x", body: `false`, headers: []string{"Sec-Fetch-Site", "cross-site"}, status: 403},
+
 		{name: "no such route", method: "GET", target: "/nope/cust-1", status: 404, undocumented: true},
 		{name: "method not allowed", method: "PUT", target: "/data", status: 405, undocumented: true},
 		{name: "readyz draining", before: func(e *testEnv) { e.handler.Drain() }, method: "GET", target: "/readyz", status: 503},
@@ -495,8 +511,8 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 			if k != "" {
 				r.Header.Set("Authorization", "Bearer "+k)
 			}
-			if s.accept != "" {
-				r.Header.Set("Accept", s.accept)
+			for i := 0; i+1 < len(s.headers); i += 2 {
+				r.Header.Set(s.headers[i], s.headers[i+1])
 			}
 			return r
 		}

@@ -81,6 +81,9 @@ func (h *Handler) export(c *gin.Context) error {
 	if prefersCSV(c.Request.Header.Values("Accept")) {
 		format = csvFormat
 	}
+	if c.Request.Method == http.MethodHead {
+		return h.exportHead(c, q.Filter, format)
+	}
 	out := &stallWriter{w: c.Writer, rc: http.NewResponseController(c.Writer), stall: h.o.ExportStallTimeout}
 	var (
 		bw   *bufio.Writer
@@ -329,6 +332,23 @@ func (h *Handler) dialogue(c *gin.Context) error {
 		r.Messages[i] = toJSON(m)
 	}
 	writeJSON(c, http.StatusOK, r)
+	return nil
+}
+
+// errHeadOnly stops the export of a HEAD request at its first row.
+var errHeadOnly = errors.New("HEAD: headers only")
+
+// exportHead answers HEAD as GET would, without the stream: the filters are
+// checked and the database asked for the first row, so that a bad filter, a
+// database down or every export slot taken answer as they would to GET.
+func (h *Handler) exportHead(c *gin.Context, f model.Filter, format exportFormat) error {
+	err := h.svc.Export(c.Request.Context(), f, func(model.StoredMessage) error { return errHeadOnly })
+	if err != nil && !errors.Is(err, errHeadOnly) {
+		return err
+	}
+	c.Header("Content-Type", format.contentType)
+	c.Header("Vary", "Accept")
+	c.Status(http.StatusOK)
 	return nil
 }
 

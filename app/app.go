@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -57,11 +59,23 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	}
 	log := o.Logger
 	a := &App{cfg: cfg, log: log}
-	if len(cfg.Auth.Keys) == 0 && cfg.Auth.OIDC.Issuer == "" {
-		log.Warn("no API keys configured, nor auth.oidc.issuer: every endpoint is open to anyone who can reach the service; set auth.keys")
+	switch {
+	case cfg.Auth.Credentials():
+	case cfg.Auth.Open:
+		log.Warn("auth.open: no API keys configured, nor auth.oidc.issuer, and every interface of server.addr is served: "+
+			"anyone who can reach the service can read and erase every message; set auth.keys", "addr", cfg.Server.Addr)
+	default:
+		log.Warn("no API keys configured, nor auth.oidc.issuer: serving loopback only, open to every local process; "+
+			"set auth.keys or auth.oidc.issuer to serve server.addr, or auth.open: true to serve it without authentication",
+			"addr", cfg.ListenAddr(), "server.addr", cfg.Server.Addr)
 	}
 	if cfg.Cursor.Secret == "" {
 		log.Info("cursor.secret not set: pagination cursors are valid for this process only")
+	}
+	if limit := debug.SetMemoryLimit(-1); limit != math.MaxInt64 {
+		log.Info("memory limit", "bytes", limit)
+	} else {
+		log.Info("no memory limit: set GOMEMLIMIT (see README, Memory)")
 	}
 
 	db, err := repository.Open(ctx, repository.Options{
@@ -80,6 +94,14 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	}
 
 	a.Metrics = api.NewMetrics()
+	a.Metrics.SetPendingLimits(cfg.Dialogues.MaxPending, cfg.Dialogues.MaxBytes)
+	var freeMemory func()
+	if !a.sharedStore {
+		// Pending dialogues live in this heap: hand back what a flood
+		// that expired held, rather than keep it until the runtime's
+		// next forced collection.
+		freeMemory = debug.FreeOSMemory
+	}
 	a.Service, err = service.New(db, a.Pending, service.Options{
 		Clock:             o.Clock,
 		Logger:            log,
@@ -90,6 +112,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		RetentionInterval: cfg.Retention.Interval,
 		RetentionBatch:    cfg.Retention.BatchSize,
 		CursorSecret:      []byte(cfg.Cursor.Secret),
+		FreeMemory:        freeMemory,
 		ObserveWrite:      a.Metrics.ObserveWrite,
 
 		MaxDialogueMessages: cfg.Dialogues.MaxMessages,
@@ -119,6 +142,8 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		Clock:       o.Clock,
 		MetricsOpen: cfg.Auth.MetricsOpen,
 		Metrics:     a.Metrics,
+
+		AllowedOrigins: cfg.Server.AllowedOrigins,
 
 		ExportStallTimeout: cfg.Server.ExportStallTimeout,
 	}
@@ -151,6 +176,16 @@ func (a *App) openPending(ctx context.Context, clock func() time.Time) (pending.
 	}
 	a.closeRedis, a.sharedStore = r.Close, true
 	return r, nil
+}
+
+// Listen opens the listener the service serves: server.addr, or loopback
+// only when nothing guards the service (config.Config.ListenAddr).
+func (a *App) Listen() (net.Listener, error) {
+	ln, err := net.Listen("tcp", a.cfg.ListenAddr())
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	return ln, nil
 }
 
 // Run runs the background jobs (reclaiming expired dialogues, the retention

@@ -26,6 +26,7 @@ var want = Config{
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ShutdownGrace:     15 * time.Second,
+		AllowedOrigins:    []string{},
 
 		ExportStallTimeout: 30 * time.Second,
 	},
@@ -227,6 +228,7 @@ func TestLoadEnvOverridesEveryKey(t *testing.T) {
 		"server.idle_timeout":         {value: "5m", got: func(c Config) any { return c.Server.IdleTimeout }, want: 5 * time.Minute},
 		"server.drain_delay":          {value: "5s", got: func(c Config) any { return c.Server.DrainDelay }, want: 5 * time.Second},
 		"server.shutdown_grace":       {value: "1m30s", got: func(c Config) any { return c.Server.ShutdownGrace }, want: 90 * time.Second},
+		"server.allowed_origins":      {value: `["https://console.example.com","http://localhost:3000"]`, got: func(c Config) any { return c.Server.AllowedOrigins }, want: []string{"https://console.example.com", "http://localhost:3000"}},
 		"server.export_stall_timeout": {value: "2m", got: func(c Config) any { return c.Server.ExportStallTimeout }, want: 2 * time.Minute},
 		"database.driver":             {value: "postgres", got: func(c Config) any { return c.Database.Driver }, want: "postgres"},
 		"database.dsn":                {value: "/var/lib/data-api/db", got: func(c Config) any { return c.Database.DSN }, want: "/var/lib/data-api/db"},
@@ -258,6 +260,7 @@ func TestLoadEnvOverridesEveryKey(t *testing.T) {
 			},
 		},
 		"auth.metrics_open": {value: "true", got: func(c Config) any { return c.Auth.MetricsOpen }, want: true},
+		"auth.open":         {value: "true", got: func(c Config) any { return c.Auth.Open }, want: true},
 		"auth.oidc.issuer": {
 			value: "https://keycloak.example.com/realms/acme", got: func(c Config) any { return c.Auth.OIDC.Issuer }, want: "https://keycloak.example.com/realms/acme",
 			with: []string{"DATA_API_AUTH_OIDC_AUDIENCE=data-api", `DATA_API_AUTH_OIDC_ROLES_ANALYST=["data-analyst"]`},
@@ -330,7 +333,9 @@ func TestLoadEnvEdgeCases(t *testing.T) {
 	}{
 		{"empty value counts as unset", []string{"DATA_API_SERVER_ADDR="}, func(c Config) bool { return c.Server.Addr == want.Server.Addr }},
 		{"last duplicate wins", []string{"DATA_API_LOG_LEVEL=warn", "DATA_API_LOG_LEVEL=error"}, func(c Config) bool { return c.Log.Level == "error" }},
-		{"other prefixes ignored", []string{"SERVER_ADDR=:1", "DATA_API_SERVER=:1"}, func(c Config) bool { return reflect.DeepEqual(c, want) }},
+		{"other prefixes ignored", []string{"SERVER_ADDR=:1", "DATAAPI_SERVER_ADDR=:1", "data_api_server_addr=:1"}, func(c Config) bool { return reflect.DeepEqual(c, want) }},
+		{"the test suite's variables ignored", []string{"DATA_API_TEST_POSTGRES_DSN=postgres://x", "DATA_API_TEST_REDIS_URL=redis://x", "DATA_API_REQUIRE_SERVERS=1", "DATA_API_BENCH_ROWS=10"},
+			func(c Config) bool { return reflect.DeepEqual(c, want) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -388,6 +393,16 @@ func TestLoadRejects(t *testing.T) {
 				"auth.oidc.roles.analysts: unknown key",
 				"dialogues.shard: unknown key",
 				"serverr: unknown key",
+			},
+		},
+		{
+			name:    "unknown variables",
+			environ: []string{"DATA_API_AUTH_KEY=[]", "DATA_API_DIALOGUES_MAXPENDING=5", "DATA_API_SERVER=:1", "DATA_API_LOGLEVEL=", "DATA_API_SERVER_ADDR=:9000"},
+			want: []string{
+				"DATA_API_AUTH_KEY: is not a setting; did you mean DATA_API_AUTH_KEYS (auth.keys)?",
+				"DATA_API_DIALOGUES_MAXPENDING: is not a setting; did you mean DATA_API_DIALOGUES_MAX_PENDING (dialogues.max_pending)?",
+				"DATA_API_LOGLEVEL: is not a setting; did you mean DATA_API_LOG_LEVEL (log.level)?",
+				"DATA_API_SERVER: is not a setting; did you mean DATA_API_SERVER_ADDR (server.addr)?",
 			},
 		},
 		{
@@ -558,6 +573,24 @@ func TestValidate(t *testing.T) {
 		{"oidc zero refresh interval", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.RefreshInterval = 0 }, "auth.oidc.refresh_interval", "must be positive, got 0s"},
 		{"oidc zero fetch timeout", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.FetchTimeout = 0 }, "auth.oidc.fetch_timeout", "must be positive, got 0s"},
 		{"oidc leeway checked without issuer", func(c *Config) { c.Auth.OIDC.Leeway = -time.Hour }, "auth.oidc.leeway", "must be between 0s and 5m0s, got -1h0m0s"},
+		{"allowed origins", func(c *Config) {
+			c.Server.AllowedOrigins = []string{"https://console.example.com", "http://localhost:3000", "http://[::1]:8081"}
+		}, "", ""},
+		{"allowed origin with a path", func(c *Config) { c.Server.AllowedOrigins = []string{"https://console.example.com/"} }, "server.allowed_origins[0]",
+			`must be an origin, scheme://host[:port] in lower case with nothing after, as browsers send it in Origin, e.g. https://console.example.com, got "https://console.example.com/"`},
+		{"allowed origin in upper case", func(c *Config) { c.Server.AllowedOrigins = []string{"https://Console.example.com"} }, "server.allowed_origins[0]",
+			`must be an origin, scheme://host[:port] in lower case with nothing after, as browsers send it in Origin, e.g. https://console.example.com, got "https://Console.example.com"`},
+		{"allowed origin without scheme", func(c *Config) { c.Server.AllowedOrigins = []string{"console.example.com"} }, "server.allowed_origins[0]",
+			`must be an origin, scheme://host[:port] in lower case with nothing after, as browsers send it in Origin, e.g. https://console.example.com, got "console.example.com"`},
+		{"allowed origin null", func(c *Config) { c.Server.AllowedOrigins = []string{"null"} }, "server.allowed_origins[0]",
+			`must not be "null", which any sandboxed page or local file sends`},
+		{"allowed origin wildcard", func(c *Config) { c.Server.AllowedOrigins = []string{"*"} }, "server.allowed_origins[0]",
+			`must not be "*": list each origin allowed`},
+		{"open", func(c *Config) { c.Auth.Open = true }, "", ""},
+		{"open with keys", func(c *Config) { c.Auth.Open = true; c.Auth.Keys = valid }, "auth.open",
+			"must be false when auth.keys or auth.oidc.issuer is set: with credentials configured, every endpoint but the probes needs one"},
+		{"open with an issuer", func(c *Config) { c.Auth.Open = true; c.Auth.OIDC = validOIDC }, "auth.open",
+			"must be false when auth.keys or auth.oidc.issuer is set: with credentials configured, every endpoint but the probes needs one"},
 		{"cursor secret", func(c *Config) { c.Cursor.Secret = "0123456789abcdef" }, "", ""},
 		{"short cursor secret", func(c *Config) { c.Cursor.Secret = "short" }, "cursor.secret", "must be empty or at least 16 characters, got 5"},
 	}
@@ -678,6 +711,36 @@ func TestKeyDigest(t *testing.T) {
 	} {
 		if got := k.Digest(); got != want {
 			t.Errorf("%+v.Digest() = %x, want %x", k, got, want)
+		}
+	}
+}
+
+func TestListenAddr(t *testing.T) {
+	keys := []Key{{Name: "bot", Key: "0123456789abcdef", Roles: []string{"ingest"}}}
+	for _, tc := range []struct {
+		addr string
+		auth Auth
+		want string
+	}{
+		// Without credentials nor auth.open: loopback only.
+		{":8080", Auth{}, "127.0.0.1:8080"},
+		{"0.0.0.0:9000", Auth{}, "127.0.0.1:9000"},
+		{"[::]:8080", Auth{}, "127.0.0.1:8080"},
+		{"192.0.2.7:8080", Auth{}, "127.0.0.1:8080"},
+		{"data-api.example.com:8080", Auth{}, "127.0.0.1:8080"},
+		{"127.0.0.1:8080", Auth{}, "127.0.0.1:8080"},
+		{"127.0.0.2:8080", Auth{}, "127.0.0.2:8080"},
+		{"[::1]:8080", Auth{}, "[::1]:8080"},
+		{"localhost:8080", Auth{}, "localhost:8080"},
+		// With credentials, or explicitly open: as configured.
+		{":8080", Auth{Keys: keys}, ":8080"},
+		{":8080", Auth{OIDC: validOIDC}, ":8080"},
+		{":8080", Auth{Open: true}, ":8080"},
+	} {
+		c := want
+		c.Server.Addr, c.Auth = tc.addr, tc.auth
+		if got := c.ListenAddr(); got != tc.want {
+			t.Errorf("%s with %+v: got %s, want %s", tc.addr, tc.auth, got, tc.want)
 		}
 	}
 }

@@ -82,6 +82,11 @@ func (c Config) problems() *Error {
 	}
 	positive(e, "server.shutdown_grace", s.ShutdownGrace)
 	positive(e, "server.export_stall_timeout", s.ExportStallTimeout)
+	for i, o := range s.AllowedOrigins {
+		if problem := origin(o); problem != "" {
+			e.add(fmt.Sprintf("server.allowed_origins[%d]", i), problem)
+		}
+	}
 
 	db := c.Database
 	oneOf(e, "database.driver", db.Driver, drivers)
@@ -146,6 +151,10 @@ const maxLeeway = 5 * time.Minute
 // Connect settings. No message quotes a secret.
 func (a Auth) addProblems(e *Error) {
 	a.OIDC.addProblems(e)
+	if a.Open && a.Credentials() {
+		// Contradictory: the reader of the file would believe it open.
+		e.add("auth.open", "must be false when auth.keys or auth.oidc.issuer is set: with credentials configured, every endpoint but the probes needs one")
+	}
 	names := make(map[string]int)   // name → index of its first key
 	secrets := make(map[string]int) // lower-case hex SHA-256 → index of its first key
 	for i, k := range a.Keys {
@@ -253,6 +262,24 @@ func issuerURL(s string) string {
 		return ""
 	}
 	return "must be an https URL (http only to a loopback host)"
+}
+
+// origin says what is wrong with an allowed origin, or "": it must be as a
+// browser serializes it in the Origin header (RFC 6454 §6.2), since it is
+// compared with that byte for byte.
+func origin(s string) string {
+	switch s {
+	case "null":
+		return `must not be "null", which any sandboxed page or local file sends`
+	case "*":
+		return `must not be "*": list each origin allowed`
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		u.Scheme+"://"+u.Host != s || strings.ToLower(s) != s {
+		return fmt.Sprintf("must be an origin, scheme://host[:port] in lower case with nothing after, as browsers send it in Origin, e.g. https://console.example.com, got %q", s)
+	}
+	return ""
 }
 
 func isLoopback(host string) bool {

@@ -69,19 +69,20 @@ func TestRedisSweepPassesTakenDialogues(t *testing.T) {
 func TestRedisReclaimsMoreThanABatch(t *testing.T) {
 	ctx := context.Background()
 	const ttl, n = 200 * time.Millisecond, 2*reclaimBatch + 10
-	s := openRedis(t, limits(func(l *Limits) { l.TTL, l.MaxDialogues, l.MaxBytes = ttl, n+1, n }), time.Minute)
+	s := openRedis(t, limits(func(l *Limits) { l.TTL, l.MaxDialogues, l.MaxBytes = ttl, n+1, 3*n }), time.Minute)
 	for i := range n {
 		if _, err := s.Start(ctx, model.Message{CustomerID: "c", DialogueID: "d" + strconv.Itoa(i), Language: "en", Text: "x", CreatedAt: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	time.Sleep(ttl + 100*time.Millisecond)
-	// A text of the whole byte cap needs every expired dialogue gone.
-	whole := model.Message{CustomerID: "c", DialogueID: "new", Language: "en", Text: strings.Repeat("x", n), CreatedAt: time.Now()}
+	// A message of the whole byte cap (its text and tag) needs every
+	// expired dialogue gone.
+	whole := model.Message{CustomerID: "c", DialogueID: "new", Language: "en", Text: strings.Repeat("x", 3*n-len("en")), CreatedAt: time.Now()}
 	if _, err := s.Start(ctx, whole); err != nil {
 		t.Fatalf("a new dialogue with every other one expired: %v", err)
 	}
-	if c := counts(t, s); c.Dialogues != 1 || c.Bytes != n || c.Expired != n {
+	if c := counts(t, s); c.Dialogues != 1 || c.Bytes != 3*n || c.Expired != n {
 		t.Fatalf("counts %+v, want 1 live and %d expired", c, n)
 	}
 }

@@ -45,6 +45,7 @@ func newPostgres(dsn string) (dialect, error) {
 	return dialect{
 		writer:           postgresDialector(dsn, postgresParams),
 		reader:           postgresDialector(dsn, readerParams),
+		exporter:         postgresDialector(dsn, readerParams),
 		check:            checkPostgres,
 		migrateLock:      postgresMigrateLock,
 		scrub:            vacuumMessages(cfg),

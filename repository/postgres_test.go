@@ -94,6 +94,7 @@ func TestPostgresSessions(t *testing.T) {
 	}{
 		{"writer", db.writer.DB, 1, map[string]string{"synchronous_commit": "on", "default_transaction_read_only": "off"}},
 		{"reader", db.reader.DB, 2, map[string]string{"synchronous_commit": "on", "default_transaction_read_only": "on"}},
+		{"exporter", db.exporter.DB, 2, map[string]string{"synchronous_commit": "on", "default_transaction_read_only": "on"}},
 	} {
 		pool, err := tc.pool()
 		if err != nil {

@@ -11,6 +11,7 @@ package repository
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,6 +58,9 @@ type DB struct {
 // rows and read.
 type dialect struct {
 	writer, reader gorm.Dialector
+	// exporter connects read-only like reader, to a pool of its own: a
+	// dialector may hold its pool, so each pool needs its own dialector.
+	exporter gorm.Dialector
 	// check, when set, inspects the database once the writer is connected
 	// and logs what weakens the package's guarantees.
 	check func(ctx context.Context, writer *gorm.DB, log *slog.Logger) error
@@ -118,7 +122,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	if db.reader, err = openPool(d.reader, readers, log); err != nil {
 		return nil, errors.Join(fmt.Errorf("open database readers: %w", err), closePool(db.writer))
 	}
-	if db.exporter, err = openPool(d.reader, exports, log); err != nil {
+	if db.exporter, err = openPool(d.exporter, exports, log); err != nil {
 		return nil, errors.Join(fmt.Errorf("open database export readers: %w", err), closePool(db.reader), closePool(db.writer))
 	}
 	if err := db.Ping(ctx); err != nil {
@@ -169,6 +173,31 @@ func (db *DB) Ping(ctx context.Context) error {
 	var one int
 	if err := db.reader.WithContext(ctx).Raw("SELECT 1").Scan(&one).Error; err != nil {
 		return unavailable(ctx, "ping database", err)
+	}
+	return nil
+}
+
+// probeBytes is what ProbeWrite stores: a dialogue of a few long messages,
+// in pages that a database at its size limit or on a full disk has no room
+// for. Random, so that no engine compresses it away.
+const probeBytes = 64 << 10
+
+// ProbeWrite checks that the database commits a write as a consent does:
+// on the writer connection, in one transaction committed durably, it stores
+// probeBytes and deletes them again. It fails when the database refuses
+// writes (read-only, out of space, its size limit reached) and leaves the
+// stored data as it was.
+func (db *DB) ProbeWrite(ctx context.Context) error {
+	row := probeRow{Payload: make([]byte, probeBytes)}
+	rand.Read(row.Payload)
+	err := db.writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(&row).Error; err != nil {
+			return err
+		}
+		return tx.Exec("DELETE FROM write_probes WHERE id = ?", row.ID).Error
+	})
+	if err != nil {
+		return unavailable(ctx, "probe a database write", err)
 	}
 	return nil
 }

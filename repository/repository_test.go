@@ -2,6 +2,7 @@ package repository
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"gorm.io/gorm"
 
 	"github.com/data-api/data-api/model"
 	"github.com/data-api/data-api/service"
@@ -157,8 +160,10 @@ var suite = []struct {
 	{"ExportStops", testExportStops},
 	{"AllOrNothing", testAllOrNothing},
 	{"Ping", testPing},
+	{"ProbeWrite", testProbeWrite},
 	{"ExportMemoryIsFlat", testExportMemoryIsFlat},
 	{"ExportSlots", testExportSlots},
+	{"ExportsHaveConnectionsOfTheirOwn", testExportsHaveConnectionsOfTheirOwn},
 	{"StalledExportHoldsNothing", testStalledExportHoldsNothing},
 }
 
@@ -555,6 +560,49 @@ func testPing(t *testing.T, db *DB) {
 	}
 }
 
+// refuseWrites makes the writer's connection refuse writes as a read-only
+// database does (SQLite's query_only, PostgreSQL's read-only transactions,
+// as on a standby or for a role set so), or accept them again.
+func refuseWrites(t *testing.T, db *DB, refuse bool) {
+	t.Helper()
+	statement := map[string]map[bool]string{
+		"sqlite":   {true: "PRAGMA query_only = 1", false: "PRAGMA query_only = 0"},
+		"postgres": {true: "SET default_transaction_read_only = on", false: "SET default_transaction_read_only = off"},
+	}[db.writer.Dialector.Name()][refuse]
+	if err := db.writer.Exec(statement).Error; err != nil {
+		t.Fatalf("%s: %v", statement, err)
+	}
+}
+
+// testProbeWrite commits a write and leaves no data behind; it fails, as a
+// consent does, while the database refuses writes.
+func testProbeWrite(t *testing.T, db *DB) {
+	for range 2 {
+		if err := db.ProbeWrite(t.Context()); err != nil {
+			t.Fatalf("ProbeWrite: %v", err)
+		}
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM write_probes"); n != 0 {
+		t.Errorf("write_probes holds %d rows after the probes, want 0", n)
+	}
+	refuseWrites(t, db, true)
+	if err := db.ProbeWrite(t.Context()); !errors.Is(err, model.ErrUnavailable) {
+		t.Errorf("ProbeWrite on a read-only database: got %v, want ErrUnavailable", err)
+	}
+	if err := db.SaveConsents(t.Context(), []model.Consent{consent(msg("c1", "d1", "en", "x", 1))}); !errors.Is(err, model.ErrUnavailable) {
+		t.Errorf("SaveConsents on a read-only database: got %v, want ErrUnavailable", err)
+	}
+	refuseWrites(t, db, false)
+	if err := db.ProbeWrite(t.Context()); err != nil {
+		t.Errorf("ProbeWrite once writes are accepted again: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := db.ProbeWrite(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("ProbeWrite with a cancelled context: got %v, want context.Canceled", err)
+	}
+}
+
 // testExportMemoryIsFlat exports 100,000 rows with a flat heap.
 func testExportMemoryIsFlat(t *testing.T, db *DB) {
 	if testing.Short() {
@@ -664,5 +712,46 @@ func testStalledExportHoldsNothing(t *testing.T, db *DB) {
 	close(release)
 	if err := <-done; err != nil {
 		t.Errorf("Export: %v", err)
+	}
+}
+
+// testExportsHaveConnectionsOfTheirOwn checks that reads and exports use
+// separate pools: an export runs while every read connection is taken, and
+// a read runs while every export connection is.
+func testExportsHaveConnectionsOfTheirOwn(t *testing.T, db *DB) {
+	save(t, db, consent(msg("c1", "d1", "en", "a", 1)))
+	// hold takes every connection of g's pool until release is called.
+	hold := func(g *gorm.DB) (release func()) {
+		pool, err := g.DB()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var conns []*sql.Conn
+		for range pool.Stats().MaxOpenConnections {
+			conn, err := pool.Conn(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, conn)
+		}
+		return func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	release := hold(db.reader)
+	err := db.Export(ctx, model.Filter{}, func(model.StoredMessage) error { return nil })
+	release()
+	if err != nil {
+		t.Errorf("Export while every read connection is taken: %v", err)
+	}
+	release = hold(db.exporter)
+	_, err = db.Messages(ctx, model.Filter{}, nil, 1)
+	release()
+	if err != nil {
+		t.Errorf("Messages while every export connection is taken: %v", err)
 	}
 }

@@ -67,6 +67,15 @@ type erasureRow struct {
 
 func (erasureRow) TableName() string { return "erasures" }
 
+// probeRow is written and deleted by ProbeWrite, in one transaction: the
+// table is always empty.
+type probeRow struct {
+	ID      int64  `gorm:"primaryKey;autoIncrement"`
+	Payload []byte `gorm:"not null"`
+}
+
+func (probeRow) TableName() string { return "write_probes" }
+
 // droppedIndexes are indexes of earlier schemas that a later index serves:
 // messages_dialogue (dialogue_id) is a prefix of messages_dialogue_created_id.
 var droppedIndexes = []string{"messages_dialogue"}
@@ -78,7 +87,7 @@ var droppedIndexes = []string{"messages_dialogue"}
 // the same tables.
 func migrate(ctx context.Context, writer *gorm.DB, lock string) error {
 	run := func(tx *gorm.DB) error {
-		if err := tx.AutoMigrate(&messageRow{}, &consentRow{}, &erasureRow{}); err != nil {
+		if err := tx.AutoMigrate(&messageRow{}, &consentRow{}, &erasureRow{}, &probeRow{}); err != nil {
 			return err
 		}
 		for _, name := range droppedIndexes {

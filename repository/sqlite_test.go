@@ -28,8 +28,9 @@ func TestSQLitePragmas(t *testing.T) {
 		pool func() (*sql.DB, error)
 		want map[string]string
 	}{
-		{"writer", db.writer.DB, map[string]string{"journal_mode": "wal", "synchronous": "2", "secure_delete": "1", "busy_timeout": "5000", "query_only": "0"}},
-		{"reader", db.reader.DB, map[string]string{"journal_mode": "wal", "synchronous": "2", "secure_delete": "1", "busy_timeout": "5000", "query_only": "1"}},
+		{"writer", db.writer.DB, map[string]string{"journal_mode": "wal", "synchronous": "2", "secure_delete": "1", "busy_timeout": "5000", "query_only": "0", "journal_size_limit": "4194304"}},
+		{"reader", db.reader.DB, map[string]string{"journal_mode": "wal", "synchronous": "2", "secure_delete": "1", "busy_timeout": "5000", "query_only": "1", "journal_size_limit": "4194304"}},
+		{"exporter", db.exporter.DB, map[string]string{"journal_mode": "wal", "synchronous": "2", "secure_delete": "1", "busy_timeout": "5000", "query_only": "1", "journal_size_limit": "4194304"}},
 	} {
 		pool, err := tc.pool()
 		if err != nil {
@@ -59,6 +60,57 @@ func TestSQLitePragmas(t *testing.T) {
 			}
 			conn.Close()
 		}
+	}
+}
+
+// TestSQLiteProbeWriteAtSizeLimit checks that the write probe fails, with
+// the SQLITE_FULL of a full disk, when the database cannot grow by what a
+// dialogue needs, and succeeds again once it can.
+func TestSQLiteProbeWriteAtSizeLimit(t *testing.T) {
+	db := openSQLite(t)
+	// max_page_count cannot go below the database's size: this is its size.
+	if err := db.writer.Exec("PRAGMA max_page_count = 1").Error; err != nil {
+		t.Fatal(err)
+	}
+	err := db.ProbeWrite(t.Context())
+	if !errors.Is(err, model.ErrUnavailable) || !strings.Contains(err.Error(), "full") {
+		t.Fatalf("ProbeWrite at the size limit: got %v, want ErrUnavailable, database or disk is full", err)
+	}
+	if err := db.writer.Exec("PRAGMA max_page_count = 1000000").Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ProbeWrite(t.Context()); err != nil {
+		t.Errorf("ProbeWrite with room again: %v", err)
+	}
+}
+
+// TestSQLiteWALShrinksAfterALargeTransaction checks that the write-ahead
+// log that a large transaction grew goes back to journal_size_limit once
+// checkpointed, rather than keep its high-water mark on disk for good.
+func TestSQLiteWALShrinksAfterALargeTransaction(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "test.db")
+	db := openSQLiteAt(t, path)
+	var big []model.Message
+	text := strings.Repeat("x", 8000)
+	for i := range 1000 { // about 8 MB in one transaction
+		big = append(big, msg("c1", "big", "en", text, int64(i)))
+	}
+	walSize := func() int64 {
+		info, err := os.Stat(path + "-wal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Size()
+	}
+	save(t, db, consent(big...))
+	if got := walSize(); got < 8_000_000 {
+		t.Fatalf("after the large transaction the WAL holds %d bytes, want 8 MB or more", got)
+	}
+	// The large commit checkpoints the log; the next write starts it over,
+	// cutting it to the limit.
+	save(t, db, consent(msg("c1", "small", "en", "x", 1)))
+	if got, limit := walSize(), int64(sqliteJournalSizeLimit); got > limit {
+		t.Errorf("after a checkpoint and a small write the WAL holds %d bytes, want at most %d", got, limit)
 	}
 }
 

@@ -137,15 +137,6 @@ func (d *Dialogues) Dialogue(ctx context.Context, dialogueID string) (model.Dial
 var errNoDialogue = model.Errorf(model.ErrNotFound,
 	"no consented message is stored for this dialogue: it was never consented to, or it was withdrawn, erased or purged by retention")
 
-// Ready reports whether the database and the pending store answer.
-func (d *Dialogues) Ready(ctx context.Context) error {
-	if err := d.repo.Ping(ctx); err != nil {
-		return err
-	}
-	_, err := d.pending.Counts(ctx)
-	return err
-}
-
 // Stats is a snapshot of the service's gauges and running totals, for
 // metrics.
 type Stats struct {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -62,9 +61,9 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 			log.Error("close", "err", err)
 		}
 	}()
-	ln, err := net.Listen("tcp", cfg.Server.Addr)
+	ln, err := a.Listen()
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	// Once shutdown begins, a second signal stops the process at once.
 	context.AfterFunc(ctx, stop)

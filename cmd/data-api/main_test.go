@@ -118,6 +118,18 @@ func TestRunRefusesInvalidConfig(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "dialogues.shards") || !strings.Contains(err.Error(), "dialogues.ttl") {
 		t.Fatalf("run with invalid config: %v; want both keys named", err)
 	}
+	// A typo in a variable's name would silently leave the service open.
+	// (Bounded, lest a service that starts anyway serve forever.)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = run(ctx, nil, []string{
+		"DATA_API_SERVER_ADDR=127.0.0.1:0",
+		"DATA_API_DATABASE_DSN=" + filepath.Join(t.TempDir(), "data-api.db"),
+		"DATA_API_AUTH_KEY=" + `[{"name":"bot","key":"bot-secret-0123456789","roles":["ingest"]}]`,
+	}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "DATA_API_AUTH_KEY: is not a setting; did you mean DATA_API_AUTH_KEYS (auth.keys)?") {
+		t.Fatalf("run with DATA_API_AUTH_KEY: %v; want it refused, naming DATA_API_AUTH_KEYS", err)
+	}
 	err = run(context.Background(), []string{"--config", filepath.Join(t.TempDir(), "missing.yaml")}, nil, io.Discard)
 	if err == nil {
 		t.Fatal("run with a missing --config file succeeded")
