@@ -22,6 +22,7 @@ type Dialogues interface {
 	Decision(ctx context.Context, dialogueID string) (model.Decision, error)
 	Messages(ctx context.Context, q model.Query) (model.Page, error)
 	Export(ctx context.Context, f model.Filter, fn func(model.StoredMessage) error) error
+	Dialogue(ctx context.Context, dialogueID string) (model.Dialogue, error)
 	Erase(ctx context.Context, customerID, keyName string) (model.ErasureOutcome, error)
 	Ready(ctx context.Context) error
 	Stats() service.Stats
@@ -45,6 +46,9 @@ type Options struct {
 	// AllowedOrigins are the web origins whose pages may call the API;
 	// every other request a page makes is refused.
 	AllowedOrigins []string
+	// ExportStallTimeout is how long an export waits for its client to take
+	// each write (up to 64 KiB) before it cuts the export; required.
+	ExportStallTimeout time.Duration
 }
 
 // Handler serves the Data API over HTTP.

@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -371,7 +373,11 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 	// The document describes an NDJSON body as a string of lines, each line
 	// checked below against its x-itemSchema.
 	openapi3filter.RegisterBodyDecoder("application/x-ndjson", openapi3filter.FileBodyDecoder)
-	t.Cleanup(func() { openapi3filter.UnregisterBodyDecoder("application/x-ndjson") })
+	openapi3filter.RegisterBodyDecoder("text/csv", csvDecoder)
+	t.Cleanup(func() {
+		openapi3filter.UnregisterBodyDecoder("application/x-ndjson")
+		openapi3filter.UnregisterBodyDecoder("text/csv")
+	})
 	opts := &openapi3filter.Options{
 		IncludeResponseStatus: true, // a status the document does not list fails
 		AuthenticationFunc:    bearerOnly,
@@ -428,6 +434,19 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 		{name: "export", method: "GET", target: "/data/export?language=en", status: 200},
 		{name: "export nothing", method: "GET", target: "/data/export?customerId=nobody", status: 200},
 		{name: "export with limit", method: "GET", target: "/data/export?limit=5", status: 400},
+		{name: "filtered by dialogue and time", method: "GET", target: "/data?dialogId=dlg-2&since=2026-01-01T00:00:00Z&until=2030-01-01T00:00:00%2B01:00&language=de", status: 200},
+		{name: "bad time", method: "GET", target: "/data?since=yesterday", status: 400, badRequest: true},
+		{name: "empty range", method: "GET", target: "/data?since=2026-01-01T00:00:00Z&until=2026-01-01T00:00:00Z", status: 400},
+		{name: "bad dialogue filter", method: "GET", target: "/data?dialogId=a%20b", status: 400, badRequest: true},
+		{name: "export as CSV", method: "GET", target: "/data/export?customerId=cust-1&since=2026-01-01T00:00:00Z", headers: []string{"Accept", "text/csv"}, status: 200},
+		{name: "export as CSV, nothing", method: "GET", target: "/data/export?dialogId=dlg-none", headers: []string{"Accept", "text/csv"}, status: 200},
+		{name: "export, Accept unknown", method: "GET", target: "/data/export?dialogId=dlg-1", headers: []string{"Accept", "application/json"}, status: 200},
+		{name: "dialogue", method: "GET", target: "/dialogues/dlg-2", status: 200},
+		{name: "dialogue never consented", method: "GET", target: "/dialogues/dlg-none", status: 404},
+		{name: "dialogue with query", method: "GET", target: "/dialogues/dlg-2?order=desc", status: 400},
+		{name: "dialogue bad id", method: "GET", target: "/dialogues/dlg%201", status: 400, badRequest: true},
+		{name: "dialogue too large", before: storeDialogue("dlg-big", 1001), method: "GET", target: "/dialogues/dlg-big", status: 422},
+		{name: "dialogue without analyst", method: "GET", target: "/dialogues/dlg-2", key: chatbot, status: 403},
 
 		{name: "decision", method: "GET", target: "/consents/dlg-1", status: 200},
 		{name: "decision of a refusal never seen", method: "GET", target: "/consents/dlg-x", status: 200},
@@ -573,6 +592,38 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 	if cursor != "" {
 		t.Errorf("the last page has nextCursor %q, want null", cursor)
 	}
+}
+
+// storeDialogue stores n messages of one dialogue straight into the
+// database, more than any consent stores in the flow.
+func storeDialogue(id string, n int) func(*testEnv) {
+	return func(e *testEnv) {
+		msgs := make([]model.Message, n)
+		for i := range msgs {
+			msgs[i] = model.Message{CustomerID: "cust-9", DialogueID: id, Language: "en", Text: "x", CreatedAt: time.Unix(0, int64(i+1))}
+		}
+		d := model.Decision{DialogueID: id, CustomerID: "cust-9", Consent: true, DecidedAt: time.Unix(0, 1)}
+		if err := e.db.SaveConsents(context.Background(), []model.Consent{{Decision: d, Messages: msgs}}); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// csvDecoder checks that a body is RFC 4180 CSV with the export's header
+// row and returns it whole, as the schema of a text/csv body is a string.
+func csvDecoder(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+	data, err := io.ReadAll(body)
+	if err != nil {
+		return nil, err
+	}
+	records, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	if len(records) == 0 || strings.Join(records[0], ",") != "customerId,dialogId,language,text,createdAt" {
+		return nil, fmt.Errorf("header row %q", records)
+	}
+	return string(data), nil
 }
 
 // checkUndocumented checks a reply to a request no operation matches against

@@ -82,6 +82,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		Driver:     cfg.Database.Driver,
 		DSN:        cfg.Database.DSN,
 		MaxReaders: cfg.Database.MaxReaders,
+		MaxExports: cfg.Database.MaxExports,
 		Logger:     log,
 	})
 	if err != nil {
@@ -113,6 +114,8 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		CursorSecret:      []byte(cfg.Cursor.Secret),
 		FreeMemory:        freeMemory,
 		ObserveWrite:      a.Metrics.ObserveWrite,
+
+		MaxDialogueMessages: cfg.Dialogues.MaxMessages,
 	})
 	if err != nil {
 		return nil, errors.Join(err, a.Close())
@@ -141,6 +144,8 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		Metrics:     a.Metrics,
 
 		AllowedOrigins: cfg.Server.AllowedOrigins,
+
+		ExportStallTimeout: cfg.Server.ExportStallTimeout,
 	}
 	a.Handler = a.HandlerFor(a.Service)
 	return a, nil

@@ -57,6 +57,9 @@ type Server struct {
 	IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
 	DrainDelay        time.Duration `mapstructure:"drain_delay"`
 	ShutdownGrace     time.Duration `mapstructure:"shutdown_grace"`
+	// ExportStallTimeout is how long an export may wait for its client to
+	// take each write before it is cut.
+	ExportStallTimeout time.Duration `mapstructure:"export_stall_timeout"`
 	// AllowedOrigins are the web origins whose pages may call the service;
 	// a request with any other Origin, or from another site, is refused.
 	AllowedOrigins []string `mapstructure:"allowed_origins"`
@@ -68,6 +71,7 @@ type Database struct {
 	DSN         string `mapstructure:"dsn"`    // for sqlite, a file path
 	MaxReaders  int    `mapstructure:"max_readers"`
 	CommitBatch int    `mapstructure:"commit_batch"`
+	MaxExports  int    `mapstructure:"max_exports"` // exports at once, on connections of their own
 }
 
 // Dialogues configures the store of dialogues awaiting consent.

@@ -81,6 +81,7 @@ func (c Config) problems() *Error {
 		e.add("server.drain_delay", fmt.Sprintf("must not be negative, got %v", s.DrainDelay))
 	}
 	positive(e, "server.shutdown_grace", s.ShutdownGrace)
+	positive(e, "server.export_stall_timeout", s.ExportStallTimeout)
 	for i, o := range s.AllowedOrigins {
 		if problem := origin(o); problem != "" {
 			e.add(fmt.Sprintf("server.allowed_origins[%d]", i), problem)
@@ -94,6 +95,7 @@ func (c Config) problems() *Error {
 	}
 	positive(e, "database.max_readers", db.MaxReaders)
 	positive(e, "database.commit_batch", db.CommitBatch)
+	positive(e, "database.max_exports", db.MaxExports)
 
 	d := c.Dialogues
 	oneOf(e, "dialogues.store", d.Store, stores)

@@ -61,10 +61,14 @@ type Erasure struct {
 	KeyName    string
 }
 
-// Filter selects consented messages. Empty fields match everything.
+// Filter selects consented messages. Empty fields, and zero times, match
+// everything.
 type Filter struct {
 	Language   string
 	CustomerID string
+	DialogueID string
+	Since      time.Time // createdAt at or after Since
+	Until      time.Time // createdAt before Until
 }
 
 // Position is a place in the newest-first order of consented messages.
@@ -78,6 +82,13 @@ const (
 	DefaultLimit = 100
 	MaxLimit     = 1000
 )
+
+// Dialogue is a consented dialogue as stored: its messages, oldest first,
+// and its latest decision, a consent.
+type Dialogue struct {
+	Decision Decision
+	Messages []StoredMessage
+}
 
 // Query asks for one page of consented messages, from the position Cursor
 // names (from the newest when empty).

@@ -23,15 +23,19 @@ import (
 	"github.com/data-api/data-api/model"
 )
 
-// defaultMaxReaders is the size of the reader pool when Options.MaxReaders
-// is not positive.
-const defaultMaxReaders = 4
+// defaultMaxReaders and defaultMaxExports size the reader and export pools
+// when Options.MaxReaders or Options.MaxExports is not positive.
+const (
+	defaultMaxReaders = 4
+	defaultMaxExports = 4
+)
 
 // Options says which database to open and how.
 type Options struct {
 	Driver     string       // "sqlite" or "postgres"
 	DSN        string       // for "sqlite", the path of the database file; for "postgres", a libpq URL or key=value string
 	MaxReaders int          // read connections; 4 when not positive
+	MaxExports int          // exports at once, each on a read connection of its own beside MaxReaders; 4 when not positive
 	Logger     *slog.Logger // receives SQL statements, without their parameters, at debug level; nil discards
 }
 
@@ -39,11 +43,14 @@ type Options struct {
 type DB struct {
 	writer *gorm.DB // one connection: every write, in the order made
 	reader *gorm.DB // a pool of read-only connections
+	// exporter is a pool of read-only connections for exports only, one per
+	// slot of exportSlots, which an export holds while it runs.
+	exporter    *gorm.DB
+	exportSlots chan struct{}
 	// scrub purges what the engine keeps of deleted rows outside its tables.
 	scrub func(ctx context.Context, writer *gorm.DB) error
-	// interruptQueries and exportPage are the dialect's.
+	// interruptQueries is the dialect's.
 	interruptQueries bool
-	exportPage       int
 }
 
 // dialect holds what differs between database engines: how to connect the
@@ -51,6 +58,9 @@ type DB struct {
 // rows and read.
 type dialect struct {
 	writer, reader gorm.Dialector
+	// exporter connects read-only like reader, to a pool of its own: a
+	// dialector may hold its pool, so each pool needs its own dialector.
+	exporter gorm.Dialector
 	// check, when set, inspects the database once the writer is connected
 	// and logs what weakens the package's guarantees.
 	check func(ctx context.Context, writer *gorm.DB, log *slog.Logger) error
@@ -63,14 +73,12 @@ type dialect struct {
 	// the driver interrupts it when the context ends. Without it ctx is
 	// checked between rows only.
 	interruptQueries bool
-	// exportPage, when positive, makes Export read pages of that many rows,
-	// each a keyset query of its own, rather than run one query for all.
-	exportPage int
 }
 
 // Open opens the database o describes, creating and migrating its schema as
-// needed. The caller must Close the DB. It holds at most o.MaxReaders+1
-// connections, and on PostgreSQL one more while an erasure vacuums.
+// needed. The caller must Close the DB. It holds at most
+// o.MaxReaders+o.MaxExports+1 connections, and on PostgreSQL one more while
+// an erasure vacuums.
 func Open(ctx context.Context, o Options) (*DB, error) {
 	var (
 		d   dialect
@@ -91,12 +99,15 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	readers := o.MaxReaders
+	readers, exports := o.MaxReaders, o.MaxExports
 	if readers <= 0 {
 		readers = defaultMaxReaders
 	}
+	if exports <= 0 {
+		exports = defaultMaxExports
+	}
 
-	db := &DB{scrub: d.scrub, interruptQueries: d.interruptQueries, exportPage: d.exportPage}
+	db := &DB{scrub: d.scrub, interruptQueries: d.interruptQueries, exportSlots: make(chan struct{}, exports)}
 	if db.writer, err = openPool(d.writer, 1, log); err != nil {
 		return nil, fmt.Errorf("open database writer: %w", err)
 	}
@@ -110,6 +121,9 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	}
 	if db.reader, err = openPool(d.reader, readers, log); err != nil {
 		return nil, errors.Join(fmt.Errorf("open database readers: %w", err), closePool(db.writer))
+	}
+	if db.exporter, err = openPool(d.exporter, exports, log); err != nil {
+		return nil, errors.Join(fmt.Errorf("open database export readers: %w", err), closePool(db.reader), closePool(db.writer))
 	}
 	if err := db.Ping(ctx); err != nil {
 		return nil, errors.Join(err, db.Close())
@@ -151,7 +165,7 @@ func closePool(g *gorm.DB) error {
 
 // Close closes every connection, the writer last.
 func (db *DB) Close() error {
-	return errors.Join(closePool(db.reader), closePool(db.writer))
+	return errors.Join(closePool(db.exporter), closePool(db.reader), closePool(db.writer))
 }
 
 // Ping checks that the database answers a query on a read connection.

@@ -9,15 +9,17 @@ import (
 
 // messageRow is a consented message. CreatedAt is in UTC Unix nanoseconds,
 // so that the order is exact whatever the time zone. Each index but
-// messages_msg_key serves one combination of filters in newest-first keyset
-// order; messages_msg_key makes a keyed message storable once only.
+// messages_msg_key serves filters in newest-first keyset order, a range of
+// created_at included: one combination of language and customer each, and
+// messages_dialogue_created_id every filter that names a dialogue (see
+// selectMessages); messages_msg_key makes a keyed message storable once only.
 type messageRow struct {
-	ID         int64  `gorm:"primaryKey;autoIncrement;index:messages_created_id,priority:2;index:messages_language_created_id,priority:3;index:messages_customer_created_id,priority:3;index:messages_customer_language_created_id,priority:4"`
+	ID         int64  `gorm:"primaryKey;autoIncrement;index:messages_created_id,priority:2;index:messages_language_created_id,priority:3;index:messages_customer_created_id,priority:3;index:messages_customer_language_created_id,priority:4;index:messages_dialogue_created_id,priority:3"`
 	CustomerID string `gorm:"not null;check:customer_id <> '';index:messages_customer_created_id,priority:1;index:messages_customer_language_created_id,priority:1"`
-	DialogueID string `gorm:"not null;check:dialogue_id <> '';index:messages_dialogue"`
+	DialogueID string `gorm:"not null;check:dialogue_id <> '';index:messages_dialogue_created_id,priority:1"`
 	Language   string `gorm:"not null;index:messages_language_created_id,priority:1;index:messages_customer_language_created_id,priority:2"`
 	Text       string `gorm:"not null;check:text <> ''"`
-	CreatedAt  int64  `gorm:"not null;autoCreateTime:false;index:messages_created_id,priority:1;index:messages_language_created_id,priority:2;index:messages_customer_created_id,priority:2;index:messages_customer_language_created_id,priority:3"`
+	CreatedAt  int64  `gorm:"not null;autoCreateTime:false;index:messages_created_id,priority:1;index:messages_language_created_id,priority:2;index:messages_customer_created_id,priority:2;index:messages_customer_language_created_id,priority:3;index:messages_dialogue_created_id,priority:2"`
 	// Key is the message's idempotency key, NULL when it has none. The
 	// unique index is partial, so that unkeyed messages (the memory store's)
 	// cost no index entry.
@@ -74,20 +76,35 @@ type probeRow struct {
 
 func (probeRow) TableName() string { return "write_probes" }
 
-// migrate creates or updates the tables and their indexes. When lock is
-// set, the migration is one transaction that runs lock first, so that
-// processes that start together on an empty database take turns rather
-// than race to create the same tables.
+// droppedIndexes are indexes of earlier schemas that a later index serves:
+// messages_dialogue (dialogue_id) is a prefix of messages_dialogue_created_id.
+var droppedIndexes = []string{"messages_dialogue"}
+
+// migrate creates or updates the tables and their indexes, and drops the
+// indexes of earlier schemas that no query needs. When lock is set, the
+// migration is one transaction that runs lock first, so that processes that
+// start together on an empty database take turns rather than race to create
+// the same tables.
 func migrate(ctx context.Context, writer *gorm.DB, lock string) error {
-	rows := []any{&messageRow{}, &consentRow{}, &erasureRow{}, &probeRow{}}
+	run := func(tx *gorm.DB) error {
+		if err := tx.AutoMigrate(&messageRow{}, &consentRow{}, &erasureRow{}, &probeRow{}); err != nil {
+			return err
+		}
+		for _, name := range droppedIndexes {
+			if err := tx.Exec("DROP INDEX IF EXISTS " + name).Error; err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	if lock == "" {
-		return writer.WithContext(ctx).AutoMigrate(rows...)
+		return run(writer.WithContext(ctx))
 	}
 	return writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Exec(lock).Error; err != nil {
 			return err
 		}
-		return tx.AutoMigrate(rows...)
+		return run(tx)
 	})
 }
 

@@ -60,9 +60,10 @@ func newSQLite(path string) (dialect, error) {
 	return dialect{
 		// BEGIN IMMEDIATE takes the write lock up front, so that a
 		// transaction never fails half-way on a lock upgrade.
-		writer: sqliteDialector(uri + "&_txlock=immediate"),
-		reader: sqliteDialector(uri + "&_query_only=true"),
-		scrub:  checkpointSQLite,
+		writer:   sqliteDialector(uri + "&_txlock=immediate"),
+		reader:   sqliteDialector(uri + "&_query_only=true"),
+		exporter: sqliteDialector(uri + "&_query_only=true"),
+		scrub:    checkpointSQLite,
 	}, nil
 }
 

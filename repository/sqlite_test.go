@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -29,6 +30,7 @@ func TestSQLitePragmas(t *testing.T) {
 	}{
 		{"writer", db.writer.DB, map[string]string{"journal_mode": "wal", "synchronous": "2", "secure_delete": "1", "busy_timeout": "5000", "query_only": "0", "journal_size_limit": "4194304"}},
 		{"reader", db.reader.DB, map[string]string{"journal_mode": "wal", "synchronous": "2", "secure_delete": "1", "busy_timeout": "5000", "query_only": "1", "journal_size_limit": "4194304"}},
+		{"exporter", db.exporter.DB, map[string]string{"journal_mode": "wal", "synchronous": "2", "secure_delete": "1", "busy_timeout": "5000", "query_only": "1", "journal_size_limit": "4194304"}},
 	} {
 		pool, err := tc.pool()
 		if err != nil {
@@ -121,10 +123,10 @@ func TestSQLiteQueryPlans(t *testing.T) {
 		args []any
 	}
 	var queries []query
-	for _, f := range []model.Filter{{}, {Language: "en"}, {CustomerID: "c1"}, {Language: "en", CustomerID: "c1"}} {
+	for _, f := range filterCombinations("en", "c1", "d1", t0, t0.Add(time.Hour)) {
 		for _, a := range []*model.Position{nil, after} {
 			sql, args := selectMessages(f, a, 100)
-			queries = append(queries, query{sql, sql, args})
+			queries = append(queries, query{fmt.Sprintf("%s %v", sql, args), sql, args})
 		}
 	}
 	queries = append(queries,
@@ -150,6 +152,9 @@ func TestSQLiteQueryPlans(t *testing.T) {
 		plan := strings.Join(details, "; ")
 		if !strings.Contains(plan, " INDEX ") || strings.Contains(plan, "TEMP B-TREE") {
 			t.Errorf("%s:\n got plan %q, want an index and no temporary b-tree", q.name, plan)
+		}
+		if strings.Contains(q.sql, "dialogue_id = ?") && strings.HasPrefix(q.sql, "SELECT id, customer_id") && !strings.Contains(plan, "messages_dialogue_created_id") {
+			t.Errorf("%s:\n got plan %q, want the dialogue's index", q.name, plan)
 		}
 	}
 }
@@ -254,37 +259,26 @@ func TestOpenUnknownDriver(t *testing.T) {
 }
 
 // TestSQLiteReaderWaitHonoursContext checks that a read waiting for a
-// connection held by an export gives up when its context ends, and that
-// the export, which reads on a connection of its own, still completes.
+// connection gives up when its context ends.
 func TestSQLiteReaderWaitHonoursContext(t *testing.T) {
 	db, err := Open(t.Context(), Options{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "test.db"), MaxReaders: 1})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	defer db.Close()
-	save(t, db, consent(msg("c1", "d1", "en", "a", 1), msg("c1", "d1", "en", "b", 2)))
-
-	exporting, release := make(chan struct{}), make(chan struct{})
-	done := make(chan error)
-	go func() {
-		n := 0
-		done <- db.Export(context.Background(), model.Filter{}, func(model.StoredMessage) error {
-			if n++; n == 1 {
-				close(exporting)
-				<-release
-			}
-			return nil
-		})
-	}()
-	<-exporting
+	pool, err := db.reader.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := pool.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
 	if _, err := db.Messages(ctx, model.Filter{}, nil, 1); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, model.ErrUnavailable) {
 		t.Errorf("Messages while the only reader is busy: got %v, want context.DeadlineExceeded", err)
-	}
-	close(release)
-	if err := <-done; err != nil {
-		t.Errorf("Export: %v", err)
 	}
 }
 

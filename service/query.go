@@ -2,14 +2,17 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/data-api/data-api/model"
 )
 
 // checkFilter validates f and returns it in canonical form, so that a query
-// for "EN" finds what was ingested as "en".
+// for "EN" finds what was ingested as "en", and a cursor issued for a time
+// in one zone works for the same instant written in another.
 func checkFilter(f model.Filter, v *model.ValidationError) model.Filter {
 	if f.Language != "" {
 		lang, err := model.CanonicalLanguage(f.Language)
@@ -23,6 +26,15 @@ func checkFilter(f model.Filter, v *model.ValidationError) model.Filter {
 			v.Add("customerId", err.Error())
 		}
 	}
+	if f.DialogueID != "" {
+		if err := model.ValidateID(f.DialogueID); err != nil {
+			v.Add("dialogId", err.Error())
+		}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		v.Add("until", "must be later than since: the range is since ≤ createdAt < until")
+	}
+	f.Since, f.Until = f.Since.UTC(), f.Until.UTC()
 	return f
 }
 
@@ -73,6 +85,57 @@ func (d *Dialogues) Export(ctx context.Context, f model.Filter, fn func(model.St
 	}
 	return d.repo.Export(ctx, f, fn)
 }
+
+// Dialogue returns a consented dialogue: its stored messages, oldest first,
+// and its latest decision, a consent. It is an error of kind
+// model.ErrNotFound when nothing is stored for the dialogue, and of kind
+// model.ErrTooLarge when it holds more than Options.MaxDialogueMessages
+// messages (its id reused by many consents): the reply is built in memory.
+func (d *Dialogues) Dialogue(ctx context.Context, dialogueID string) (model.Dialogue, error) {
+	if err := model.ValidateID(dialogueID); err != nil {
+		var v model.ValidationError
+		v.Add("dialogId", err.Error())
+		return model.Dialogue{}, &v
+	}
+	limit := d.o.MaxDialogueMessages
+	f := model.Filter{DialogueID: dialogueID}
+	var (
+		msgs  []model.StoredMessage
+		after *model.Position
+	)
+	for {
+		// One more row than the limit tells whether the dialogue holds more.
+		want := min(model.MaxLimit, limit+1-len(msgs))
+		page, err := d.repo.Messages(ctx, f, after, want)
+		if err != nil {
+			return model.Dialogue{}, err
+		}
+		msgs = append(msgs, page...)
+		if len(msgs) > limit {
+			return model.Dialogue{}, model.Errorf(model.ErrTooLarge, fmt.Sprintf(
+				"this dialogue holds more than %d messages, more than one reply holds; read it in pages with GET /data?dialogId=", limit))
+		}
+		if len(page) < want {
+			break
+		}
+		last := page[len(page)-1]
+		after = &model.Position{CreatedAt: last.CreatedAt, ID: last.ID}
+	}
+	// Read after the messages, the decision tells whether they still stand:
+	// a withdrawal between the two reads leaves a refusal, and a 404.
+	dec, err := d.repo.LatestDecision(ctx, dialogueID)
+	if err != nil && !errors.Is(err, model.ErrNotFound) {
+		return model.Dialogue{}, err
+	}
+	if len(msgs) == 0 || err != nil || !dec.Consent {
+		return model.Dialogue{}, errNoDialogue
+	}
+	slices.Reverse(msgs)
+	return model.Dialogue{Decision: dec, Messages: msgs}, nil
+}
+
+var errNoDialogue = model.Errorf(model.ErrNotFound,
+	"no consented message is stored for this dialogue: it was never consented to, or it was withdrawn, erased or purged by retention")
 
 // Stats is a snapshot of the service's gauges and running totals, for
 // metrics.

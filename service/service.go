@@ -19,8 +19,8 @@ import (
 )
 
 // Options configures Dialogues. New rejects a zero value where the
-// configuration must say how much; Clock, Logger, ObserveWrite and
-// CursorSecret have defaults of their own.
+// configuration must say how much; Clock, Logger, ObserveWrite,
+// CursorSecret and MaxDialogueMessages have defaults of their own.
 type Options struct {
 	Clock         func() time.Time // nil: time.Now
 	Logger        *slog.Logger     // nil discards
@@ -44,6 +44,10 @@ type Options struct {
 	// its error, nil when it committed; op is one of "consent", "withdraw",
 	// "erase", "retention".
 	ObserveWrite func(op string, d time.Duration, err error)
+	// MaxDialogueMessages is the most messages Dialogue returns, at least
+	// model.MaxLimit: pass dialogues.max_messages, so that whatever one
+	// consent stores fits.
+	MaxDialogueMessages int
 }
 
 func (o *Options) fill() error {
@@ -75,6 +79,7 @@ func (o *Options) fill() error {
 	if len(o.CursorSecret) == 0 {
 		o.CursorSecret = []byte(rand.Text())
 	}
+	o.MaxDialogueMessages = max(o.MaxDialogueMessages, model.MaxLimit)
 	return errors.Join(errs...)
 }
 

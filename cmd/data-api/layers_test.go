@@ -14,7 +14,8 @@ const module = "github.com/data-api/data-api/"
 // api → service → (pending | repository) once each, everything speaks
 // model, only app wires the packages together from config, and each
 // technology stays in its one package: GORM and the SQL drivers in
-// repository, Redis in pending, gin and Prometheus in api, Viper in config.
+// repository, Redis in pending, gin and Prometheus in api, Viper in config;
+// the Go client for callers imports nothing but the standard library.
 func TestLayers(t *testing.T) {
 	rules := map[string]struct {
 		internal []string // packages of this module it may import
@@ -28,6 +29,9 @@ func TestLayers(t *testing.T) {
 		"config":       {nil, []string{"github.com/spf13/viper", "github.com/go-viper/", "go.yaml.in/yaml/"}},
 		"app":          {[]string{"api", "config", "pending", "repository", "service"}, nil},
 		"cmd/data-api": {[]string{"app", "config"}, nil},
+		// The Go client is for the service's callers: the standard library
+		// only, so that importing it brings in nothing of the service.
+		"client": {nil, nil},
 	}
 	for dir, rule := range rules {
 		pkg, err := build.ImportDir(filepath.Join("..", "..", dir), 0)
