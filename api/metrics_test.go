@@ -125,6 +125,7 @@ func TestMetricsAfterAFlow(t *testing.T) {
 		{"data_api_pending_messages", nil, 2},
 		{"data_api_pending_evictions_total", []string{"cause", "ttl"}, 1},
 		{"data_api_pending_evictions_total", []string{"cause", "erasure"}, 1},
+		{"data_api_pending_evictions_total", []string{"cause", "failover"}, 0},
 		{"data_api_ingest_rejections_total", []string{"cause", "max_pending"}, 1},
 		{"data_api_ingest_rejections_total", []string{"cause", "max_messages"}, 1},
 		{"data_api_consents_total", []string{"decision", "true"}, 2},

@@ -165,11 +165,19 @@ func (a *App) openPending(ctx context.Context, clock func() time.Time) (pending.
 	if d.Store == "memory" {
 		return pending.NewMemory(pending.MemoryOptions{Limits: limits, Shards: d.Shards, Clock: clock})
 	}
+	rc := a.cfg.Redis
 	r, err := pending.OpenRedis(ctx, pending.RedisOptions{
-		Limits:      limits,
-		URL:         a.cfg.Redis.URL,
-		Prefix:      a.cfg.Redis.Prefix,
-		TakeTimeout: a.cfg.Redis.TakeTimeout,
+		Limits: limits,
+		URL:    rc.URL,
+		Sentinel: pending.Sentinel{
+			Master:        rc.Sentinel.Master,
+			Addrs:         rc.Sentinel.Addrs,
+			Password:      rc.Sentinel.Password,
+			RedisPassword: rc.Sentinel.RedisPassword,
+			DB:            rc.Sentinel.DB,
+		},
+		Prefix:      rc.Prefix,
+		TakeTimeout: rc.TakeTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open redis: %w", err)

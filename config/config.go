@@ -88,9 +88,21 @@ type Dialogues struct {
 // Redis configures the shared store of pending dialogues, used when
 // dialogues.store is redis.
 type Redis struct {
-	URL         string        `mapstructure:"url"`
+	URL         string        `mapstructure:"url"` // a plain server; unused with sentinel.master set
+	Sentinel    Sentinel      `mapstructure:"sentinel"`
 	Prefix      string        `mapstructure:"prefix"`
 	TakeTimeout time.Duration `mapstructure:"take_timeout"`
+}
+
+// Sentinel names a primary that Redis Sentinel watches, in place of
+// redis.url: the service asks the sentinels where the primary is, and
+// follows it through a failover.
+type Sentinel struct {
+	Master        string   `mapstructure:"master"`         // the name the sentinels know it by; empty: no Sentinel
+	Addrs         []string `mapstructure:"addrs"`          // the sentinels, host:port
+	Password      string   `mapstructure:"password"`       // the sentinels' own password
+	RedisPassword string   `mapstructure:"redis_password"` // the primary's and replicas' password
+	DB            int      `mapstructure:"db"`
 }
 
 // Limits bounds the size of requests.

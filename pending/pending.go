@@ -71,6 +71,7 @@ type Counts struct {
 	Dialogues, Messages int64
 	Bytes               int64 // of messages, as size counts them
 	Expired             int64 // dialogues dropped at their TTL, ever
+	Lost                int64 // dialogues dropped at their decision for having lived through a failover of the store, ever
 }
 
 // Limits are the rules every store enforces.

@@ -35,13 +35,30 @@ var backends = []backend{
 		// Redis expires keys by its own clock.
 		return openRedis(t, l, time.Minute), time.Now, time.Sleep
 	}},
+	{"sentinel", func(t *testing.T, l Limits) (Store, func() time.Time, func(time.Duration)) {
+		// The primary of a Sentinel group.
+		master, addrs := testserver.Sentinel(t)
+		r, err := OpenRedis(t.Context(), RedisOptions{
+			Limits: l, Sentinel: Sentinel{Master: master, Addrs: addrs}, Prefix: testPrefix(t), TakeTimeout: time.Minute,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r, time.Now, time.Sleep
+	}},
+}
+
+// testPrefix is a Redis key prefix of the test's own.
+func testPrefix(t *testing.T) string {
+	return fmt.Sprintf("test:%s:%d:", t.Name(), time.Now().UnixNano())
 }
 
 // openRedis connects to the test Redis with a key prefix of the test's own.
 func openRedis(t *testing.T, l Limits, takeTimeout time.Duration) *Redis {
 	t.Helper()
 	r, err := OpenRedis(t.Context(), RedisOptions{
-		Limits: l, URL: testserver.Redis(t), Prefix: fmt.Sprintf("test:%s:%d:", t.Name(), time.Now().UnixNano()), TakeTimeout: takeTimeout,
+		Limits: l, URL: testserver.Redis(t), Prefix: testPrefix(t), TakeTimeout: takeTimeout,
 	})
 	if err != nil {
 		t.Fatal(err)

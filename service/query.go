@@ -143,6 +143,7 @@ type Stats struct {
 	PendingDialogues, PendingMessages, PendingBytes int64
 
 	EvictedTTL, EvictedErasure  int64 // pending dialogues dropped, by cause
+	EvictedFailover             int64 // pending dialogues dropped for having lived through a failover of the store
 	RejectedFull, RejectedLimit int64 // messages refused by max_pending, max_messages
 	RejectedBytes               int64 // messages refused by max_pending_bytes
 
@@ -169,6 +170,7 @@ func (d *Dialogues) Stats() Stats {
 		PendingBytes:             pc.Bytes,
 		EvictedTTL:               pc.Expired,
 		EvictedErasure:           s.evictedErasure.Load(),
+		EvictedFailover:          pc.Lost,
 		RejectedFull:             s.rejectedFull.Load(),
 		RejectedLimit:            s.rejectedLimit.Load(),
 		RejectedBytes:            s.rejectedBytes.Load(),

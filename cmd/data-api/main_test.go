@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -133,6 +134,25 @@ func TestRunRefusesInvalidConfig(t *testing.T) {
 	err = run(context.Background(), []string{"--config", filepath.Join(t.TempDir(), "missing.yaml")}, nil, io.Discard)
 	if err == nil {
 		t.Fatal("run with a missing --config file succeeded")
+	}
+}
+
+// TestRunRefusesADatabaseItCannotOpen: a database path that cannot be
+// created fails the start with one prefix and the cause, naming the path.
+func TestRunRefusesADatabaseItCannotOpen(t *testing.T) {
+	notADir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notADir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dsn := filepath.Join(notADir, "data-api.db")
+	err := run(context.Background(), nil, []string{"DATA_API_SERVER_ADDR=" + freeAddr(t), "DATA_API_DATABASE_DSN=" + dsn}, io.Discard)
+	if err == nil {
+		t.Fatal("run started on a database path under a file")
+	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "open database") || strings.Count(msg, "open database") != 1 ||
+		!strings.Contains(msg, notADir) || !strings.Contains(msg, "not a directory") {
+		t.Fatalf("got %q; want one \"open database\" prefix, the path and the cause", msg)
 	}
 }
 
