@@ -3,7 +3,6 @@ package api_test
 import (
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -51,8 +50,8 @@ func newEnv(t testing.TB, o envOptions) *testEnv {
 	logs := &fake.Log{}
 	clk := fake.NewClock()
 	a, err := app.New(t.Context(), cfg, app.Options{
-		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Clock:  clk.Now,
+		Log:   logs,
+		Clock: clk.Now,
 	})
 	if err != nil {
 		t.Fatal(err)

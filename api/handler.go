@@ -4,6 +4,7 @@ package api
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"sync/atomic"
@@ -30,7 +31,10 @@ type Dialogues interface {
 
 // Options configures the handler.
 type Options struct {
-	Logger       *slog.Logger
+	Logger *slog.Logger
+	// RequestLog receives one JSON line per request, in the Logger's format
+	// and at its level; nil discards them.
+	RequestLog   io.Writer
 	MaxBodyBytes int64
 	// Keys are the accepted API keys. With none and no OIDC issuer, every
 	// endpoint is open.
@@ -67,6 +71,9 @@ type Handler struct {
 func NewHandler(svc Dialogues, o Options) *Handler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.RequestLog == nil {
+		o.RequestLog = io.Discard
 	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics()

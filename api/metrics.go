@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 type Metrics struct {
 	reg           *prometheus.Registry
 	requests      *prometheus.HistogramVec
+	series        sync.Map // requestSeries → the prometheus.Observer of requests
 	writes        *prometheus.HistogramVec
 	writeFailures *prometheus.CounterVec
 	maxDialogues  prometheus.Gauge
@@ -119,7 +121,26 @@ func (m *Metrics) instrument(c *gin.Context) {
 	if !knownMethods[method] {
 		method = "other"
 	}
-	m.requests.WithLabelValues(route(c), method, strconv.Itoa(c.Writer.Status())).Observe(time.Since(start).Seconds())
+	m.observer(route(c), method, c.Writer.Status()).Observe(time.Since(start).Seconds())
+}
+
+// requestSeries names one series of the request histogram.
+type requestSeries struct {
+	route, method string
+	status        int
+}
+
+// observer returns the request histogram's series for route, method and
+// status. The series are few (routes and methods come from fixed sets), so
+// each is looked up by its labels once and kept, sparing every request
+// the client library's hashing and checking of label values.
+func (m *Metrics) observer(route, method string, status int) prometheus.Observer {
+	key := requestSeries{route, method, status}
+	if o, ok := m.series.Load(key); ok {
+		return o.(prometheus.Observer)
+	}
+	o, _ := m.series.LoadOrStore(key, m.requests.WithLabelValues(route, method, strconv.Itoa(status)))
+	return o.(prometheus.Observer)
 }
 
 var (

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -26,8 +27,10 @@ import (
 
 // Options are what the application takes beside its configuration.
 type Options struct {
-	Logger *slog.Logger     // nil discards
-	Clock  func() time.Time // nil: time.Now
+	// Log receives the JSON log lines, at log.level; nil discards them. A
+	// Write is a whole line.
+	Log   io.Writer
+	Clock func() time.Time // nil: time.Now
 }
 
 // App is the whole service, built from one configuration.
@@ -37,6 +40,7 @@ type App struct {
 	Handler *api.Handler
 	Metrics *api.Metrics
 	DB      *repository.DB
+	Logger  *slog.Logger // writes to Options.Log
 
 	cfg            config.Config
 	log            *slog.Logger
@@ -51,14 +55,17 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("configuration: %w", err)
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+	if o.Log == nil {
+		o.Log = io.Discard
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	log := o.Logger
-	a := &App{cfg: cfg, log: log}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level)) // Validate checked it
+	log := slog.New(slog.NewJSONHandler(o.Log, &slog.HandlerOptions{Level: level}))
+	log.Info("starting", "config", cfg) // logs cfg.Redacted()
+	a := &App{cfg: cfg, log: log, Logger: log}
 	switch {
 	case cfg.Auth.Credentials():
 	case cfg.Auth.Open:
@@ -128,6 +135,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	oidc := cfg.Auth.OIDC
 	a.handlerOptions = api.Options{
 		Logger:       log,
+		RequestLog:   o.Log,
 		MaxBodyBytes: int64(cfg.Limits.MaxBodyBytes),
 		Keys:         keys,
 		OIDC: api.OIDC{

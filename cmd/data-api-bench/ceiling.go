@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/data-api/data-api/config"
 	"github.com/gin-gonic/gin"
 )
 
@@ -98,8 +99,9 @@ func bareHandler() http.Handler {
 	return e
 }
 
-// runBare is the bare subcommand: it serves bareHandler at -addr until ctx
-// ends, after printing "listening on <url>".
+// runBare is the bare subcommand: it serves bareHandler at -addr, with the
+// service's default server settings, until ctx ends, after printing
+// "listening on <url>".
 func runBare(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("data-api-bench bare", flag.ContinueOnError)
 	fs.SetOutput(stdout)
@@ -111,7 +113,16 @@ func runBare(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("bare server: %w", err)
 	}
-	srv := &http.Server{Handler: bareHandler(), ReadHeaderTimeout: 5 * time.Second}
+	// The service's default timeouts: net/http sets a deadline per request
+	// for each, which is part of what serving costs.
+	d := config.Default().Server
+	srv := &http.Server{
+		Handler:           bareHandler(),
+		ReadHeaderTimeout: d.ReadHeaderTimeout,
+		ReadTimeout:       d.ReadTimeout,
+		WriteTimeout:      d.WriteTimeout,
+		IdleTimeout:       d.IdleTimeout,
+	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -49,16 +48,13 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 
 	logOut := newLogWriter(stderr)
 	defer logOut.Close()
-	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: logLevel(cfg.Log.Level)}))
-	log.Info("starting", "config", cfg) // logs cfg.Redacted()
-
-	a, err := app.New(ctx, cfg, app.Options{Logger: log})
+	a, err := app.New(ctx, cfg, app.Options{Log: logOut})
 	if err != nil {
 		return err
 	}
 	defer func() {
 		if err := a.Close(); err != nil {
-			log.Error("close", "err", err)
+			a.Logger.Error("close", "err", err)
 		}
 	}()
 	ln, err := a.Listen()
@@ -87,10 +83,4 @@ func probeURL(ctx context.Context, url string) error {
 		return fmt.Errorf("probe: %s answered %s", url, resp.Status)
 	}
 	return nil
-}
-
-func logLevel(s string) slog.Level {
-	var l slog.Level
-	_ = l.UnmarshalText([]byte(s)) // config.Validate has checked it
-	return l
 }
