@@ -175,7 +175,7 @@ func TestCustomerDataStopsWhenTheClientHangsUp(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the document did not stop after the client hung up")
 	}
-	if !strings.Contains(e.logs.String(), "stream ended early") {
+	if !strings.Contains(e.logs.String(), "right-of-access document ended early") {
 		t.Error("the cut stream is not logged")
 	}
 }

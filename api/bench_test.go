@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -22,7 +21,8 @@ var benchIngestBody = []byte(`{"text": "Hello, I ordered a blue jacket last week
 
 // newBenchHandler returns the whole application over a fresh SQLite file,
 // built as cmd/data-api builds it from the default configuration with one
-// API key, and logging as production does (JSON, info level) to nowhere.
+// API key, and logging as production does (JSON, info level, one line per
+// request) to nowhere.
 // newEnv is not used: it keeps every debug line in memory.
 func newBenchHandler(b *testing.B) http.Handler {
 	b.Helper()
@@ -30,9 +30,7 @@ func newBenchHandler(b *testing.B) http.Handler {
 	cfg.Database.DSN = filepath.Join(b.TempDir(), "data.db")
 	cfg.Dialogues.MaxPending = 1 << 22 // far above what one run ingests, so that no request is refused
 	cfg.Auth.Keys = []config.Key{key("bot", "ingest")}
-	a, err := app.New(b.Context(), cfg, app.Options{
-		Logger: slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	})
+	a, err := app.New(b.Context(), cfg, app.Options{Log: io.Discard})
 	if err != nil {
 		b.Fatal(err)
 	}

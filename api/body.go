@@ -2,10 +2,13 @@ package api
 
 import (
 	"bytes"
-	"encoding/json"
+	"encoding/json/jsontext"
+	json "encoding/json/v2"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -33,36 +36,91 @@ func (h *Handler) readBody(c *gin.Context) ([]byte, error) {
 	return body, nil
 }
 
-// decodeObject decodes a body that must be exactly one JSON object.
+// errAmbiguousMember refuses a body that names a member twice, or names a
+// known member in another case: encoding/json would let the last duplicate
+// win and match names in any case, so such a body could mean what the
+// client did not intend.
+var errAmbiguousMember = fmt.Errorf("%w: ambiguous member", model.ErrInvalid)
+
+// decodeObject decodes a body that must be exactly one JSON object into v, a
+// pointer to a struct. Member names match exactly (encoding/json/v2), a name
+// given twice anywhere in the body is refused, and so are invalid UTF-8, \u
+// escapes of unpaired surrogates and data after the object.
 func decodeObject(body []byte, v any) error {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return model.Errorf(model.ErrInvalid, `the body must be a JSON object such as {"text": "…", "language": "en"}`)
 	}
-	if err := json.Unmarshal(body, v); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		var syntaxErr *json.SyntaxError
-		switch {
-		case errors.As(err, &typeErr):
-			return model.Errorf(model.ErrInvalid, typeErr.Field+" must be a JSON "+jsonKind(typeErr.Type.Kind().String()))
-		case errors.As(err, &syntaxErr) && strings.HasPrefix(syntaxErr.Error(), "invalid character") && strings.Contains(syntaxErr.Error(), "after top-level value"):
-			return model.Errorf(model.ErrInvalid, "the body holds data after its JSON object")
+	err := json.Unmarshal(body, v)
+	if err == nil {
+		return nil
+	}
+	var semErr *json.SemanticError
+	var synErr *jsontext.SyntacticError
+	switch {
+	case errors.As(err, &semErr) && semErr.GoType != nil && semErr.JSONPointer.Parent() == "":
+		return model.Errorf(model.ErrInvalid, quoteName(semErr.JSONPointer.LastToken())+" must be a JSON "+jsonKind(semErr.GoType))
+	case errors.As(err, &synErr) && errors.Is(synErr.Err, jsontext.ErrDuplicateName):
+		p := synErr.JSONPointer
+		where := ""
+		if p.Parent() != "" {
+			where = " within " + quoteName(string(p.Parent()))
 		}
-		return model.Errorf(model.ErrInvalid, "the body is not well-formed JSON")
+		return model.Errorf(errAmbiguousMember, "the body names "+quoteName(p.LastToken())+" twice"+where+"; give each member once")
+	case hasLoneSurrogate(body):
+		where := "the body"
+		if synErr != nil && synErr.JSONPointer != "" && synErr.JSONPointer.Parent() == "" {
+			where = quoteName(synErr.JSONPointer.LastToken())
+		}
+		return model.Errorf(model.ErrInvalid, where+` contains a \u escape of an unpaired UTF-16 surrogate, which is not valid text`)
+	case firstValueIsComplete(body):
+		return model.Errorf(model.ErrInvalid, "the body holds data after its JSON object")
+	}
+	return model.Errorf(model.ErrInvalid, "the body is not well-formed JSON")
+}
+
+// firstValueIsComplete reports whether body starts with a whole JSON value.
+func firstValueIsComplete(body []byte) bool {
+	_, err := jsontext.NewDecoder(bytes.NewReader(body)).ReadValue()
+	return err == nil
+}
+
+// refuseCaseVariants refuses a member that no field took (unknown holds
+// them) whose name is one of known in another case, such as "TEXT": a client
+// that sends it means the known member, which names are not.
+func refuseCaseVariants(unknown map[string]jsontext.Value, known ...string) error {
+	for name := range unknown {
+		for _, k := range known {
+			if strings.EqualFold(name, k) {
+				return model.Errorf(errAmbiguousMember, quoteName(name)+" is not a member of this body: names are case-sensitive; did you mean "+strconv.Quote(k)+"?")
+			}
+		}
 	}
 	return nil
 }
 
-func jsonKind(goKind string) string {
-	if goKind == "bool" {
+// quoteName quotes a member name from the body for a problem's detail,
+// leaving out a name too long to be useful there.
+func quoteName(name string) string {
+	if len(name) > 64 {
+		return "a member"
+	}
+	return strconv.Quote(name)
+}
+
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() == reflect.Bool {
 		return "boolean"
 	}
-	return goKind
+	return t.Kind().String()
 }
 
 // hasLoneSurrogate reports whether a JSON text holds a \u escape of a UTF-16
-// surrogate that is not part of a pair: encoding/json would silently turn it
-// into U+FFFD, and text is rejected rather than replaced.
+// surrogate that is not part of a pair: encoding/json (v1) would silently
+// turn it into U+FFFD; v2 refuses it, and this tells the client why.
 func hasLoneSurrogate(body []byte) bool {
 	for i := 0; i+6 <= len(body); i++ {
 		if body[i] != '\\' {

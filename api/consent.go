@@ -2,7 +2,8 @@ package api
 
 import (
 	"bytes"
-	"encoding/json"
+	"encoding/json/jsontext"
+	"errors"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -48,9 +49,16 @@ func (h *Handler) consent(c *gin.Context) error {
 var errConsentBody = model.Errorf(model.ErrInvalid,
 	`the body must be the JSON literal true or false, or {"consent": true} or {"consent": false}`)
 
+// consentBody is the object form of a decision.
+type consentBody struct {
+	Consent *bool                     `json:"consent"`
+	Unknown map[string]jsontext.Value `json:",embed"`
+}
+
 // parseConsent reads a decision from the raw body. encoding/json alone would
 // turn null into false, and false deletes data, so only the two literals, as
-// such or as the "consent" member of an object, are accepted.
+// such or as the "consent" member of an object, are accepted; an object
+// that names consent twice, in any spelling, is ambiguous and refused.
 func parseConsent(body []byte) (bool, error) {
 	switch string(bytes.Trim(body, " \t\r\n")) {
 	case "true":
@@ -58,15 +66,17 @@ func parseConsent(body []byte) (bool, error) {
 	case "false":
 		return false, nil
 	}
-	var obj map[string]json.RawMessage
-	if err := decodeObject(body, &obj); err != nil {
+	var obj consentBody
+	err := decodeObject(body, &obj)
+	if err == nil {
+		err = refuseCaseVariants(obj.Unknown, "consent")
+	}
+	var ambiguous *model.Error
+	switch {
+	case errors.As(err, &ambiguous) && errors.Is(err, errAmbiguousMember):
+		return false, model.Errorf(model.ErrInvalid, ambiguous.Detail+` (the body must be the JSON literal true or false, or {"consent": true} or {"consent": false})`)
+	case err != nil || obj.Consent == nil:
 		return false, errConsentBody
 	}
-	switch string(obj["consent"]) {
-	case "true":
-		return true, nil
-	case "false":
-		return false, nil
-	}
-	return false, errConsentBody
+	return *obj.Consent, nil
 }

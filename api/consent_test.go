@@ -110,3 +110,34 @@ func TestConsentFlow(t *testing.T) {
 	}
 	wantProblem(t, e.do("GET", "/consents/d1?verbose=1", ""), 400, "verbose")
 }
+
+// TestConsentRefusesAmbiguousBodies: a body that names the decision twice, in
+// any spelling, is a 400 that changes nothing, whichever value comes last;
+// encoding/json alone would let the last one win and match any case.
+func TestConsentRefusesAmbiguousBodies(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.post("c", "d", "hi", "en")
+	for _, tc := range []struct{ body, mention string }{
+		{`{"consent":true,"consent":false}`, "twice"},
+		{`{"consent":false,"consent":true}`, "twice"},
+		{`{"consent":true,"consent":true}`, "twice"},
+		{`{"consent":true,"Consent":false}`, `did you mean \"consent\"`},
+		{`{"Consent":false,"consent":true}`, `did you mean \"consent\"`},
+		{`{"CONSENT":true}`, `did you mean \"consent\"`},
+		{`{"CONSENT":false}`, `did you mean \"consent\"`},
+		{"{\"con\u017fent\":false}", `did you mean \"consent\"`}, // ſ folds to s
+		{`{"consent":true,"note":1,"note":2}`, "twice"},
+	} {
+		w := e.do("POST", "/consents/d", tc.body)
+		wantProblem(t, w, http.StatusBadRequest, tc.mention)
+	}
+	// Nothing changed: no decision recorded, the dialogue still pending.
+	wantProblem(t, e.do("GET", "/consents/d", ""), http.StatusNotFound)
+	if st := e.svc.Stats(); st.PendingMessages != 1 || st.ConsentsFalse+st.ConsentsTrue != 0 {
+		t.Fatalf("after ambiguous bodies: %+v", st)
+	}
+	// Unknown members other than a spelling of consent stay ignored.
+	if got := decode(t, e.do("POST", "/consents/d", `{"consent":true,"note":"x","Notes":1,"NOTE":2}`)); got["storedMessages"] != 1.0 {
+		t.Fatalf("consent with unknown members: %v", got)
+	}
+}

@@ -3,7 +3,6 @@ package api_test
 import (
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -22,7 +21,7 @@ import (
 // as cmd/data-api builds it, over a real SQLite file, with a fake clock and
 // the log captured.
 type testEnv struct {
-	t       *testing.T
+	t       testing.TB
 	handler *api.Handler
 	svc     *service.Dialogues
 	db      *repository.DB
@@ -39,7 +38,7 @@ type envOptions struct {
 	wrap func(api.Dialogues) api.Dialogues
 }
 
-func newEnv(t *testing.T, o envOptions) *testEnv {
+func newEnv(t testing.TB, o envOptions) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Default()
@@ -51,8 +50,8 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	logs := &fake.Log{}
 	clk := fake.NewClock()
 	a, err := app.New(t.Context(), cfg, app.Options{
-		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Clock:  clk.Now,
+		Log:   logs,
+		Clock: clk.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +108,7 @@ func (e *testEnv) consent(dialogue string, consent bool) map[string]any {
 	return decode(e.t, w)
 }
 
-func decode(t *testing.T, w *httptest.ResponseRecorder) map[string]any {
+func decode(t testing.TB, w *httptest.ResponseRecorder) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(w.Body.Bytes(), &m); err != nil {

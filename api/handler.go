@@ -4,6 +4,7 @@ package api
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"sync/atomic"
@@ -22,6 +23,7 @@ type Dialogues interface {
 	Decision(ctx context.Context, dialogueID string) (model.Decision, error)
 	Messages(ctx context.Context, q model.Query) (model.Page, error)
 	Export(ctx context.Context, f model.Filter, fn func(model.StoredMessage) error) error
+	Dialogue(ctx context.Context, dialogueID string) (model.Dialogue, error)
 	Erase(ctx context.Context, customerID, keyName string) (model.ErasureOutcome, error)
 	CustomerData(ctx context.Context, customerID string, fn func(model.CustomerRecord) error) error
 	Ready(ctx context.Context) error
@@ -30,7 +32,10 @@ type Dialogues interface {
 
 // Options configures the handler.
 type Options struct {
-	Logger       *slog.Logger
+	Logger *slog.Logger
+	// RequestLog receives one JSON line per request, in the Logger's format
+	// and at its level; nil discards them.
+	RequestLog   io.Writer
 	MaxBodyBytes int64
 	// Keys are the accepted API keys. With none and no OIDC issuer, every
 	// endpoint is open.
@@ -42,6 +47,13 @@ type Options struct {
 	// MetricsOpen serves /metrics without a key even when keys exist.
 	MetricsOpen bool
 	Metrics     *Metrics
+
+	// AllowedOrigins are the web origins whose pages may call the API;
+	// every other request a page makes is refused.
+	AllowedOrigins []string
+	// ExportStallTimeout is how long an export waits for its client to take
+	// each write (up to 64 KiB) before it cuts the export; required.
+	ExportStallTimeout time.Duration
 }
 
 // Handler serves the Data API over HTTP.
@@ -52,6 +64,7 @@ type Handler struct {
 	log      *slog.Logger
 	auth     *authenticator
 	ids      *requestIDs
+	idRoutes []idRoute // the routes whose paths hold ids
 	draining atomic.Bool
 }
 
@@ -59,6 +72,9 @@ type Handler struct {
 func NewHandler(svc Dialogues, o Options) *Handler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.RequestLog == nil {
+		o.RequestLog = io.Discard
 	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics()
@@ -74,6 +90,8 @@ func NewHandler(svc Dialogues, o Options) *Handler {
 		ids:  newRequestIDs(),
 	}
 	h.engine = h.routes()
+	ready := h.ready
+	o.Metrics.ready.Store(&ready)
 	return h
 }
 

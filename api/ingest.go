@@ -1,10 +1,9 @@
 package api
 
 import (
+	"encoding/json/jsontext"
 	"net/http"
 	"strconv"
-	"strings"
-	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -14,6 +13,9 @@ import (
 type messageBody struct {
 	Text     string `json:"text"`
 	Language string `json:"language"`
+	// Unknown takes the members no field names: ignored, unless one is a
+	// known name in another case.
+	Unknown map[string]jsontext.Value `json:",embed"`
 }
 
 func (h *Handler) ingest(c *gin.Context) error {
@@ -28,8 +30,8 @@ func (h *Handler) ingest(c *gin.Context) error {
 	if err := decodeObject(body, &m); err != nil {
 		return err
 	}
-	if strings.ContainsRune(m.Text, utf8.RuneError) && hasLoneSurrogate(body) {
-		return model.Errorf(model.ErrInvalid, `text contains a \u escape of an unpaired UTF-16 surrogate, which is not valid text`)
+	if err := refuseCaseVariants(m.Unknown, "text", "language"); err != nil {
+		return err
 	}
 	customer, dialogue := c.Param("customerId"), c.Param("dialogId")
 	n, err := h.svc.Ingest(c.Request.Context(), model.Message{

@@ -92,6 +92,30 @@ func TestIngestRejects(t *testing.T) {
 	}
 }
 
+// TestIngestRefusesAmbiguousBodies: a known member named twice or in another
+// case is a 400 that keeps nothing; unknown members stay ignored.
+func TestIngestRefusesAmbiguousBodies(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	for _, tc := range []struct{ body, mention string }{
+		{`{"text":"a","text":"b","language":"en"}`, "twice"},
+		{`{"text":"a","language":"en","language":"de"}`, "twice"},
+		{`{"text":"a","Text":"b","language":"en"}`, `did you mean \"text\"`},
+		{`{"TEXT":"a","language":"en"}`, `did you mean \"text\"`},
+		{`{"text":"a","language":"en","Language":"de"}`, `did you mean \"language\"`},
+		{`{"text":"a","LANGUAGE":"en"}`, `did you mean \"language\"`},
+		{`{"text":"a","language":"en","mood":1,"mood":2}`, "twice"},
+		{`{"text":"a","language":"en","meta":{"k":1,"k":2}}`, "twice"},
+	} {
+		wantProblem(t, e.do("POST", "/data/c/d", tc.body), http.StatusBadRequest, tc.mention)
+	}
+	if st := e.svc.Stats(); st.PendingDialogues != 0 {
+		t.Fatalf("an ambiguous message was kept: %+v", st)
+	}
+	if w := e.do("POST", "/data/c/d", `{"text":"a","language":"en","mood":1,"Mood":2,"TEXTS":3}`); w.Code != http.StatusAccepted {
+		t.Fatalf("unknown members: %d %s", w.Code, w.Body)
+	}
+}
+
 func TestIngestReportsEveryProblem(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	w := e.do("POST", "/data/c$/d", `{"text": "", "language": "??"}`)
@@ -123,12 +147,53 @@ func TestIngestConflictsAndCaps(t *testing.T) {
 	}
 }
 
+// TestLanguageTagIsBounded: a tag of 64 bytes is accepted; one byte more,
+// or an 18 KB private-use tag, is a 400 on ingest and in a filter alike.
+func TestLanguageTagIsBounded(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	tag := func(n int) string { // en-x-aaaaaaaa-aaaaaaaa-…, n bytes
+		b := []byte("en-x")
+		for len(b) < n {
+			b = append(b, '-')
+			b = append(b, strings.Repeat("a", min(8, n-len(b)))...)
+		}
+		return string(b[:n])
+	}
+	body := func(lang string) string { return `{"text": "hi", "language": "` + lang + `"}` }
+	if len(tag(64)) != 64 || strings.HasSuffix(tag(64), "-") || strings.HasSuffix(tag(65), "-") {
+		t.Fatalf("bad test tags %q %q", tag(64), tag(65))
+	}
+	if w := e.do("POST", "/data/c/d", body(tag(64))); w.Code != http.StatusAccepted {
+		t.Fatalf("a tag of 64 bytes: %d %s", w.Code, w.Body)
+	}
+	for _, lang := range []string{tag(65), tag(18 << 10)} {
+		wantProblem(t, e.do("POST", "/data/c/d", body(lang)), 400, "language", "at most 64 bytes")
+		wantProblem(t, e.do("GET", "/data?language="+lang, ""), 400, "language", "at most 64 bytes")
+		wantProblem(t, e.do("GET", "/data/export?language="+lang, ""), 400, "language", "at most 64 bytes")
+	}
+	if w := e.do("GET", "/data?language="+strings.ToUpper(tag(64)), ""); w.Code != http.StatusOK {
+		t.Fatalf("a filter of 64 bytes: %d %s", w.Code, w.Body)
+	}
+}
+
+// TestIngestByteCap: the cap counts every byte a pending message holds, its
+// language tag too.
 func TestIngestByteCap(t *testing.T) {
-	e := newEnv(t, envOptions{config: func(c *config.Config) { c.Dialogues.MaxBytes = 5 }})
+	e := newEnv(t, envOptions{config: func(c *config.Config) { c.Dialogues.MaxBytes = 7 }})
 	e.post("c", "d1", "hello", "en")
 	w := e.do("POST", "/data/c/d1", `{"text": "x", "language": "en"}`)
-	wantProblem(t, w, 503, "5 bytes of pending text")
+	wantProblem(t, w, 503, "7 bytes of pending messages")
 	if w.Header().Get("Retry-After") == "" {
 		t.Fatal("503 without Retry-After")
+	}
+	if got := e.svc.Stats().PendingBytes; got != 7 {
+		t.Fatalf("pending bytes %d, want 7 (text and tag)", got)
+	}
+	// A one-byte text under a long tag counts the tag.
+	e2 := newEnv(t, envOptions{config: func(c *config.Config) { c.Dialogues.MaxBytes = 64 }})
+	lang := "en-x-" + strings.Repeat("abcdefgh-", 6) + "abc" // 62 bytes
+	wantProblem(t, e2.do("POST", "/data/c/d1", `{"text": "xyz", "language": "`+lang+`"}`), 503)
+	if w := e2.do("POST", "/data/c/d1", `{"text": "xy", "language": "`+lang+`"}`); w.Code != http.StatusAccepted {
+		t.Fatalf("62-byte tag and 2 bytes of text under a cap of 64: %d %s", w.Code, w.Body)
 	}
 }

@@ -125,6 +125,7 @@ func TestMetricsAfterAFlow(t *testing.T) {
 		{"data_api_pending_messages", nil, 2},
 		{"data_api_pending_evictions_total", []string{"cause", "ttl"}, 1},
 		{"data_api_pending_evictions_total", []string{"cause", "erasure"}, 1},
+		{"data_api_pending_evictions_total", []string{"cause", "failover"}, 0},
 		{"data_api_ingest_rejections_total", []string{"cause", "max_pending"}, 1},
 		{"data_api_ingest_rejections_total", []string{"cause", "max_messages"}, 1},
 		{"data_api_consents_total", []string{"decision", "true"}, 2},
@@ -220,5 +221,83 @@ func TestMetricsAuthentication(t *testing.T) {
 	t.Run("other endpoints stay closed when metrics are open", func(t *testing.T) {
 		e := newEnv(t, envOptions{config: func(cfg *config.Config) { cfg.Auth.Keys, cfg.Auth.MetricsOpen = keys, true }})
 		wantProblem(t, e.do("GET", "/data", ""), http.StatusUnauthorized)
+	})
+}
+
+// TestMetricsForAlertRules checks the metrics that the alert rules read:
+// readiness, the pending store's caps, write failures by operation, and the
+// 7.5 ms bucket of the latency histograms.
+func TestMetricsForAlertRules(t *testing.T) {
+	e := newEnv(t, envOptions{config: func(c *config.Config) {
+		c.Dialogues.MaxPending, c.Dialogues.MaxBytes = 1234, 56789
+	}})
+	e.post("c1", "d1", "text", "en")
+	e.consent("d1", true)
+	families, _ := scrape(t, e)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"data_api_ready", nil, 1},
+		{"data_api_pending_dialogues_limit", nil, 1234},
+		{"data_api_pending_bytes_limit", nil, 56789},
+		{"data_api_db_write_failures_total", []string{"op", "consent"}, 0},
+		{"data_api_db_write_failures_total", []string{"op", "withdraw"}, 0},
+		{"data_api_db_write_failures_total", []string{"op", "erase"}, 0},
+		{"data_api_db_write_failures_total", []string{"op", "retention"}, 0},
+	} {
+		if got, ok := sample(families, c.name, c.labels...); !ok || got != c.want {
+			t.Errorf("before the outage, %s%v: got %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
+	}
+	for _, name := range []string{"data_api_http_request_duration_seconds", "data_api_db_write_duration_seconds"} {
+		mf := families[name]
+		if mf == nil || len(mf.GetMetric()) == 0 {
+			t.Fatalf("%s: missing", name)
+		}
+		if !slices.ContainsFunc(mf.GetMetric()[0].GetHistogram().GetBucket(), func(b *dto.Bucket) bool { return b.GetUpperBound() == 0.0075 }) {
+			t.Errorf("%s: no bucket le=0.0075", name)
+		}
+	}
+
+	// The database goes away: every kind of write fails once.
+	e.post("c1", "d2", "text", "en")
+	e.post("c1", "d3", "text", "en")
+	e.db.Close()
+	for _, r := range []struct{ method, target, body string }{
+		{"POST", "/consents/d2", "true"},
+		{"POST", "/consents/d3", "false"},
+		{"DELETE", "/customers/c2/data", ""},
+	} {
+		if w := e.do(r.method, r.target, r.body); w.Code != http.StatusServiceUnavailable {
+			t.Fatalf("%s %s with the database closed: got %d %s, want 503", r.method, r.target, w.Code, w.Body)
+		}
+	}
+	e.svc.Purge(t.Context())
+	families, _ = scrape(t, e)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"data_api_ready", nil, 0},
+		{"data_api_db_write_failures_total", []string{"op", "consent"}, 1},
+		{"data_api_db_write_failures_total", []string{"op", "withdraw"}, 1},
+		{"data_api_db_write_failures_total", []string{"op", "erase"}, 1},
+		{"data_api_db_write_failures_total", []string{"op", "retention"}, 1},
+	} {
+		if got, ok := sample(families, c.name, c.labels...); !ok || got != c.want {
+			t.Errorf("with the database closed, %s%v: got %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
+	}
+
+	t.Run("draining", func(t *testing.T) {
+		e := newEnv(t, envOptions{})
+		e.handler.Drain()
+		families, _ := scrape(t, e)
+		if got, ok := sample(families, "data_api_ready"); !ok || got != 0 {
+			t.Errorf("data_api_ready while draining: got %v (present %v), want 0", got, ok)
+		}
 	})
 }

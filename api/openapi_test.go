@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -264,7 +266,15 @@ func TestOpenAPIRoutesMatchRouter(t *testing.T) {
 	for _, r := range api.Routes(e.handler) {
 		registered[routeKey{r.Method, ginParam.ReplaceAllString(r.Path, "{$1}")}] = true
 	}
+	// HEAD mirrors GET (TestHeadWhereverGet): the document describes GET, and
+	// its description says so once for all; every GET has its HEAD.
 	for k := range registered {
+		if k.method == "GET" && !registered[routeKey{"HEAD", k.path}] {
+			t.Errorf("%v: the router serves it, but not HEAD", k)
+		}
+		if k.method == "HEAD" && registered[routeKey{"GET", k.path}] && !documented[k] {
+			continue
+		}
 		if canonical := canonicalPath(k.path); canonical != k.path {
 			op := doc.Paths.Find(canonical).GetOperation(k.method)
 			switch {
@@ -300,10 +310,10 @@ func TestOpenAPIRoutesMatchRouter(t *testing.T) {
 	template := regexp.MustCompile(`\{[^}]+\}`)
 	for path, item := range paths {
 		target := template.ReplaceAllString(path, "probe-1")
-		for _, method := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+		for _, method := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} {
 			w := e.do(method, target, "")
 			typ := problemType(w)
-			if item.GetOperation(method) != nil {
+			if item.GetOperation(method) != nil || method == "HEAD" && item.Get != nil {
 				if typ == "urn:data-api:problem:no-such-route" || typ == "urn:data-api:problem:method-not-allowed" {
 					t.Errorf("%s %s: got %d %s, want the documented operation", method, target, w.Code, typ)
 				}
@@ -350,6 +360,8 @@ type flowStep struct {
 	status       int
 	badRequest   bool // the document itself rejects the request
 	undocumented bool // no operation matches: the reply must be a documented problem
+
+	headers []string // more request headers: name, value pairs
 }
 
 func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
@@ -361,7 +373,11 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 	// The document describes an NDJSON body as a string of lines, each line
 	// checked below against its x-itemSchema.
 	openapi3filter.RegisterBodyDecoder("application/x-ndjson", openapi3filter.FileBodyDecoder)
-	t.Cleanup(func() { openapi3filter.UnregisterBodyDecoder("application/x-ndjson") })
+	openapi3filter.RegisterBodyDecoder("text/csv", csvDecoder)
+	t.Cleanup(func() {
+		openapi3filter.UnregisterBodyDecoder("application/x-ndjson")
+		openapi3filter.UnregisterBodyDecoder("text/csv")
+	})
 	opts := &openapi3filter.Options{
 		IncludeResponseStatus: true, // a status the document does not list fails
 		AuthenticationFunc:    bearerOnly,
@@ -418,6 +434,19 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 		{name: "export", method: "GET", target: "/data/export?language=en", status: 200},
 		{name: "export nothing", method: "GET", target: "/data/export?customerId=nobody", status: 200},
 		{name: "export with limit", method: "GET", target: "/data/export?limit=5", status: 400},
+		{name: "filtered by dialogue and time", method: "GET", target: "/data?dialogId=dlg-2&since=2026-01-01T00:00:00Z&until=2030-01-01T00:00:00%2B01:00&language=de", status: 200},
+		{name: "bad time", method: "GET", target: "/data?since=yesterday", status: 400, badRequest: true},
+		{name: "empty range", method: "GET", target: "/data?since=2026-01-01T00:00:00Z&until=2026-01-01T00:00:00Z", status: 400},
+		{name: "bad dialogue filter", method: "GET", target: "/data?dialogId=a%20b", status: 400, badRequest: true},
+		{name: "export as CSV", method: "GET", target: "/data/export?customerId=cust-1&since=2026-01-01T00:00:00Z", headers: []string{"Accept", "text/csv"}, status: 200},
+		{name: "export as CSV, nothing", method: "GET", target: "/data/export?dialogId=dlg-none", headers: []string{"Accept", "text/csv"}, status: 200},
+		{name: "export, Accept unknown", method: "GET", target: "/data/export?dialogId=dlg-1", headers: []string{"Accept", "application/json"}, status: 200},
+		{name: "dialogue", method: "GET", target: "/dialogues/dlg-2", status: 200},
+		{name: "dialogue never consented", method: "GET", target: "/dialogues/dlg-none", status: 404},
+		{name: "dialogue with query", method: "GET", target: "/dialogues/dlg-2?order=desc", status: 400},
+		{name: "dialogue bad id", method: "GET", target: "/dialogues/dlg%201", status: 400, badRequest: true},
+		{name: "dialogue too large", before: storeDialogue("dlg-big", 1001), method: "GET", target: "/dialogues/dlg-big", status: 422},
+		{name: "dialogue without analyst", method: "GET", target: "/dialogues/dlg-2", key: chatbot, status: 403},
 
 		{name: "decision", method: "GET", target: "/consents/dlg-1", status: 200},
 		{name: "decision of a refusal never seen", method: "GET", target: "/consents/dlg-x", status: 200},
@@ -454,6 +483,13 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 		{name: "readyz without key", method: "GET", target: "/readyz", key: "-", status: 200},
 		{name: "openapi without key", method: "GET", target: "/openapi.json", key: "-", status: 200},
 
+		{name: "ingest ambiguous body", method: "POST", target: "/data/cust-1/dlg-3", body: `{"text": "a", "Text": "b", "language": "en"}`, status: 400},
+		{name: "ingest language too long", method: "POST", target: "/data/cust-1/dlg-3", body: msg("hello", "en-x-"+strings.Repeat("abcdefgh-", 6)+"abcdef"), status: 400, badRequest: true},
+		{name: "consent ambiguous body", method: "POST", target: "/consents/dlg-1", body: `{"consent": true, "consent": false}`, status: 400, badRequest: true},
+		{name: "decision of an id with an encoded slash", method: "GET", target: "/consents/dlg%2F1", status: 400, badRequest: true},
+		{name: "healthz from a web page", method: "GET", target: "/healthz", key: "-", headers: []string{"Origin", "https://evil.example"}, status: 403},
+		{name: "consent from another site", method: "POST", target: "/consents/dlg-x", body: `false`, headers: []string{"Sec-Fetch-Site", "cross-site"}, status: 403},
+
 		{name: "no such route", method: "GET", target: "/nope/cust-1", status: 404, undocumented: true},
 		{name: "method not allowed", method: "PUT", target: "/data", status: 405, undocumented: true},
 		{name: "readyz draining", before: func(e *testEnv) { e.handler.Drain() }, method: "GET", target: "/readyz", status: 503},
@@ -480,6 +516,9 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 			}
 			if k != "" {
 				r.Header.Set("Authorization", "Bearer "+k)
+			}
+			for i := 0; i+1 < len(s.headers); i += 2 {
+				r.Header.Set(s.headers[i], s.headers[i+1])
 			}
 			return r
 		}
@@ -559,6 +598,38 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 	if cursor != "" {
 		t.Errorf("the last page has nextCursor %q, want null", cursor)
 	}
+}
+
+// storeDialogue stores n messages of one dialogue straight into the
+// database, more than any consent stores in the flow.
+func storeDialogue(id string, n int) func(*testEnv) {
+	return func(e *testEnv) {
+		msgs := make([]model.Message, n)
+		for i := range msgs {
+			msgs[i] = model.Message{CustomerID: "cust-9", DialogueID: id, Language: "en", Text: "x", CreatedAt: time.Unix(0, int64(i+1))}
+		}
+		d := model.Decision{DialogueID: id, CustomerID: "cust-9", Consent: true, DecidedAt: time.Unix(0, 1)}
+		if err := e.db.SaveConsents(context.Background(), []model.Consent{{Decision: d, Messages: msgs}}); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// csvDecoder checks that a body is RFC 4180 CSV with the export's header
+// row and returns it whole, as the schema of a text/csv body is a string.
+func csvDecoder(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+	data, err := io.ReadAll(body)
+	if err != nil {
+		return nil, err
+	}
+	records, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	if len(records) == 0 || strings.Join(records[0], ",") != "customerId,dialogId,language,text,createdAt" {
+		return nil, fmt.Errorf("header row %q", records)
+	}
+	return string(data), nil
 }
 
 // checkUndocumented checks a reply to a request no operation matches against

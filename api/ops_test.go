@@ -280,13 +280,14 @@ func TestUnknownRoutesAndMethods(t *testing.T) {
 		{"GET", "/data/c1", http.StatusNotFound, "no-such-route", ""},
 		{"GET", "/data/c1/d1/extra", http.StatusNotFound, "no-such-route", ""},
 		{"GET", "/healthz/", http.StatusNotFound, "no-such-route", ""},
-		{"PUT", "/data", http.StatusMethodNotAllowed, "method-not-allowed", "GET"},
-		{"POST", "/data", http.StatusMethodNotAllowed, "method-not-allowed", "GET"},
-		{"DELETE", "/data/export", http.StatusMethodNotAllowed, "method-not-allowed", "GET"},
+		{"PUT", "/data", http.StatusMethodNotAllowed, "method-not-allowed", "GET, HEAD"},
+		{"POST", "/data", http.StatusMethodNotAllowed, "method-not-allowed", "GET, HEAD"},
+		{"DELETE", "/data/export", http.StatusMethodNotAllowed, "method-not-allowed", "GET, HEAD"},
 		{"GET", "/data/c1/d1", http.StatusMethodNotAllowed, "method-not-allowed", "POST"},
-		{"DELETE", "/consents/d1", http.StatusMethodNotAllowed, "method-not-allowed", "GET, POST"},
-		{"POST", "/healthz", http.StatusMethodNotAllowed, "method-not-allowed", "GET"},
-		{"PUT", "/customers/c1/data", http.StatusMethodNotAllowed, "method-not-allowed", "GET, DELETE"},
+		{"DELETE", "/consents/d1", http.StatusMethodNotAllowed, "method-not-allowed", "GET, HEAD, POST"},
+		{"POST", "/healthz", http.StatusMethodNotAllowed, "method-not-allowed", "GET, HEAD"},
+		{"PUT", "/customers/c1/data", http.StatusMethodNotAllowed, "method-not-allowed", "GET, HEAD, DELETE"},
+		{"HEAD", "/data/c1/d1", http.StatusMethodNotAllowed, "method-not-allowed", "POST"},
 	} {
 		// No key: an unknown route says so before asking for one.
 		w := e.do(c.method, c.target, "")

@@ -43,6 +43,7 @@ var kinds = []struct {
 	{errMethodNotAllowed, kind{http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed"}},
 	{model.ErrConflict, kind{http.StatusConflict, "conflict", "Conflict"}},
 	{model.ErrLimit, kind{http.StatusUnprocessableEntity, "dialogue-full", "Dialogue holds the most pending messages allowed"}},
+	{model.ErrTooLarge, kind{http.StatusUnprocessableEntity, "too-large", "Too large for one reply"}},
 	{model.ErrFull, kind{http.StatusServiceUnavailable, "pending-store-full", "Too many pending dialogues"}},
 	{model.ErrUnavailable, kind{http.StatusServiceUnavailable, "unavailable", "Service unavailable"}},
 }

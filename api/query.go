@@ -2,7 +2,10 @@ package api
 
 import (
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -26,10 +29,18 @@ func parseQuery(c *gin.Context, paged bool) (model.Query, error) {
 		}
 		val := values[0]
 		switch {
+		case val == "" && name != "cursor" && name != "limit" && isKnown(name, paged):
+			v.Add(name, "must not be empty; leave it out to match every value")
 		case name == "language":
 			q.Language = val
 		case name == "customerId":
 			q.CustomerID = val
+		case name == "dialogId":
+			q.DialogueID = val
+		case name == "since":
+			q.Since = parseTime(&v, name, val)
+		case name == "until":
+			q.Until = parseTime(&v, name, val)
 		case name == "limit" && paged:
 			n, err := strconv.Atoi(val)
 			if err != nil {
@@ -42,19 +53,41 @@ func parseQuery(c *gin.Context, paged bool) (model.Query, error) {
 			v.Add(name, "is not a known query parameter; known: "+knownParams(paged))
 		}
 	}
-	for _, p := range []struct{ name, val string }{{"language", q.Language}, {"customerId", q.CustomerID}} {
-		if _, given := params[p.name]; given && p.val == "" {
-			v.Add(p.name, "must not be empty; leave it out to match every value")
-		}
-	}
 	return q, v.Err()
+}
+
+var (
+	filterParams = []string{"language", "customerId", "dialogId", "since", "until"}
+	pageParams   = []string{"limit", "cursor"}
+)
+
+func isKnown(name string, paged bool) bool {
+	return slices.Contains(filterParams, name) || paged && slices.Contains(pageParams, name)
 }
 
 func knownParams(paged bool) string {
 	if paged {
-		return "language, customerId, limit, cursor"
+		return strings.Join(append(slices.Clone(filterParams), pageParams...), ", ")
 	}
-	return "language, customerId"
+	return strings.Join(filterParams, ", ")
+}
+
+// parseTime reads an RFC 3339 time with its offset, such as
+// 2026-11-26T21:36:04Z or 2026-11-26T22:36:04.5+01:00, and adds a problem
+// to v for anything else.
+func parseTime(v *model.ValidationError, name, s string) time.Time {
+	// RFC 3339 allows a lower-case t and z.
+	t, err := time.Parse(time.RFC3339Nano, strings.ToUpper(s))
+	if err == nil {
+		return t
+	}
+	detail := "must be an RFC 3339 time with its offset, such as 2026-11-26T21:36:04Z or 2026-11-26T22:36:04.5+01:00"
+	if strings.Contains(s, " ") {
+		// A + left unescaped in a query string arrives as a space.
+		detail += "; in a URL, write the + of an offset as %2B"
+	}
+	v.Add(name, detail)
+	return time.Time{}
 }
 
 // noQuery refuses any query parameter on endpoints that take none.

@@ -2,8 +2,13 @@ package api
 
 import (
 	"bufio"
+	"encoding/csv"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -59,51 +64,51 @@ func nextURL(c *gin.Context, next string) string {
 	return c.Request.URL.Path + "?" + v.Encode()
 }
 
-// exportFlushRows is how many rows a stream buffers before flushing.
+// exportFlushRows is how many rows the export buffers before flushing.
 const exportFlushRows = 256
+
+// exportBuffer is the size of an export's buffer: each write to the
+// connection is at most this large, and must complete within the stall
+// timeout.
+const exportBuffer = 64 << 10
 
 func (h *Handler) export(c *gin.Context) error {
 	q, err := parseQuery(c, false)
 	if err != nil {
 		return err
 	}
-	return h.streamNDJSON(c, func(line func(any) error) error {
-		return h.svc.Export(c.Request.Context(), q.Filter, func(m model.StoredMessage) error {
-			return line(toJSON(m))
-		})
-	})
-}
-
-// streamNDJSON answers 200 with application/x-ndjson, the lines that each
-// call of line in produce writes. The status line is sent with the first
-// line, so that an error before it is answered as a problem; after it, an
-// error is logged and cuts the stream short, which the client sees as a
-// truncated last line. A stream runs as long as it takes: the server's
-// write timeout is for ordinary requests.
-func (h *Handler) streamNDJSON(c *gin.Context, produce func(line func(any) error) error) error {
-	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Time{})
+	format := ndjsonFormat
+	if prefersCSV(c.Request.Header.Values("Accept")) {
+		format = csvFormat
+	}
+	if c.Request.Method == http.MethodHead {
+		return h.exportHead(c, q.Filter, format)
+	}
+	out := &stallWriter{w: c.Writer, rc: http.NewResponseController(c.Writer), stall: h.o.ExportStallTimeout}
 	var (
-		bw      *bufio.Writer
-		enc     *json.Encoder
-		pending int
+		bw   *bufio.Writer
+		rows exportRows
+		n    int
 	)
-	err := produce(func(v any) error {
+	// The status line waits for the first row, so that a refusal (every
+	// export slot taken, a database that does not answer) is still a
+	// problem response.
+	start := func() {
+		c.Header("Content-Type", format.contentType)
+		c.Header("Vary", "Accept")
+		c.Status(http.StatusOK)
+		bw = bufio.NewWriterSize(out, exportBuffer)
+		rows = format.start(bw)
+	}
+	err = h.svc.Export(c.Request.Context(), q.Filter, func(m model.StoredMessage) error {
 		if bw == nil {
-			c.Header("Content-Type", "application/x-ndjson")
-			c.Status(http.StatusOK)
-			bw = bufio.NewWriterSize(c.Writer, 64<<10)
-			enc = json.NewEncoder(bw)
-			enc.SetEscapeHTML(false)
+			start()
 		}
-		if err := enc.Encode(v); err != nil {
+		if err := rows.write(m); err != nil {
 			return err
 		}
-		if pending++; pending == exportFlushRows {
-			pending = 0
-			if err := bw.Flush(); err != nil {
-				return err
-			}
-			c.Writer.Flush()
+		if n++; n%exportFlushRows == 0 {
+			return flushExport(rows, bw, out)
 		}
 		return nil
 	})
@@ -111,17 +116,239 @@ func (h *Handler) streamNDJSON(c *gin.Context, produce func(line func(any) error
 		if err != nil {
 			return err
 		}
-		c.Data(http.StatusOK, "application/x-ndjson", nil)
-		return nil
+		start()
 	}
 	if err == nil {
-		err = bw.Flush()
+		err = flushExport(rows, bw, out)
+	}
+	if err != nil && !c.Writer.Written() {
+		// Nothing has reached the client: the failure can still be a
+		// problem response.
+		c.Writer.Header().Del("Content-Type")
+		c.Writer.Header().Del("Vary")
+		return err
 	}
 	if err != nil {
-		h.log.WarnContext(c.Request.Context(), "stream ended early", "route", route(c), "err", err)
-		return nil
+		// The status line is sent: all that is left is to log and cut the
+		// connection, so that the client sees a body that ends without its
+		// last chunk. Returning alone would end the body cleanly, and an
+		// export cut short would pass for a whole one.
+		h.log.WarnContext(c.Request.Context(), "export ended early", "rows", n, "err", err)
+		cutConnection(c.Writer)
 	}
-	c.Writer.Flush()
+	return nil
+}
+
+// cutConnection closes the connection of w's request without ending its
+// response, when the connection can be had (not on HTTP/2, nor in tests
+// that record the response).
+func cutConnection(w gin.ResponseWriter) {
+	// gin refuses to hand over the connection once a body is written; the
+	// server's own writer, under it, does not.
+	var rw http.ResponseWriter = w
+	if u, ok := w.(interface{ Unwrap() http.ResponseWriter }); ok {
+		rw = u.Unwrap()
+	}
+	if conn, _, err := http.NewResponseController(rw).Hijack(); err == nil {
+		_ = conn.Close()
+	}
+}
+
+func flushExport(rows exportRows, bw *bufio.Writer, out *stallWriter) error {
+	if err := rows.flush(); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	return out.flush()
+}
+
+// stallWriter writes to the connection with a progress deadline: each write
+// and each flush must complete within stall, renewed before each, so that
+// a client that stops reading loses its export after stall, while one that
+// reads slowly but steadily keeps it however long it takes.
+type stallWriter struct {
+	w     http.ResponseWriter
+	rc    *http.ResponseController
+	stall time.Duration
+}
+
+func (s *stallWriter) renew() error {
+	err := s.rc.SetWriteDeadline(time.Now().Add(s.stall))
+	if errors.Is(err, http.ErrNotSupported) {
+		return nil // not a network connection, as in tests with a recorder
+	}
+	return err
+}
+
+func (s *stallWriter) Write(p []byte) (int, error) {
+	if err := s.renew(); err != nil {
+		return 0, err
+	}
+	return s.w.Write(p)
+}
+
+func (s *stallWriter) flush() error {
+	if err := s.renew(); err != nil {
+		return err
+	}
+	if err := s.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
+}
+
+// exportFormat is a media type an export can be written in.
+type exportFormat struct {
+	contentType string
+	start       func(w io.Writer) exportRows // writes what precedes the rows
+}
+
+// exportRows writes the rows of one export.
+type exportRows interface {
+	write(model.StoredMessage) error
+	flush() error // hands what it buffers to the writer it was started on
+}
+
+// ndjsonFormat is the faithful form of an export: one JSON object per line,
+// as GET /data has them.
+var ndjsonFormat = exportFormat{"application/x-ndjson", func(w io.Writer) exportRows {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return ndjsonRows{enc}
+}}
+
+type ndjsonRows struct{ enc *json.Encoder }
+
+func (r ndjsonRows) write(m model.StoredMessage) error { return r.enc.Encode(toJSON(m)) }
+func (r ndjsonRows) flush() error                      { return nil }
+
+// csvFormat is an export for spreadsheets: RFC 4180, with a header row and
+// CRLF line ends, and every cell that a spreadsheet would read as a formula
+// made text (see spreadsheetText).
+var csvFormat = exportFormat{"text/csv; charset=utf-8; header=present", func(w io.Writer) exportRows {
+	cw := csv.NewWriter(w)
+	cw.UseCRLF = true
+	_ = cw.Write([]string{"customerId", "dialogId", "language", "text", "createdAt"}) // an error stays in cw, for flush
+	return csvRows{cw}
+}}
+
+type csvRows struct{ w *csv.Writer }
+
+func (r csvRows) write(m model.StoredMessage) error {
+	return r.w.Write([]string{
+		spreadsheetText(m.CustomerID), spreadsheetText(m.DialogueID), m.Language,
+		spreadsheetText(m.Text), m.CreatedAt.UTC().Format(timeFormat),
+	})
+}
+
+func (r csvRows) flush() error {
+	r.w.Flush()
+	return r.w.Error()
+}
+
+// spreadsheetText defends spreadsheet users against formula injection
+// (OWASP, "CSV Injection"): a cell that starts with = + - @, a tab or a
+// carriage return is prefixed with ', so that a spreadsheet shows it as
+// text instead of evaluating it. Such a cell no longer holds exactly what
+// was stored; NDJSON does.
+func spreadsheetText(s string) string {
+	if s != "" && strings.IndexByte("=+-@\t\r", s[0]) >= 0 {
+		return "'" + s
+	}
+	return s
+}
+
+// prefersCSV reports whether the Accept header values ask for CSV over
+// NDJSON: text/csv (or text/*) with a higher quality than
+// application/x-ndjson, or the same quality named more specifically. Any
+// other Accept, none included, gets NDJSON, as before CSV existed: a
+// client that sends Accept: application/json gets the stream it always got
+// rather than a 406.
+func prefersCSV(accept []string) bool {
+	csvQ, csvSpec := acceptQuality(accept, "text", "csv")
+	ndjsonQ, ndjsonSpec := acceptQuality(accept, "application", "x-ndjson")
+	return csvQ > ndjsonQ || csvQ > 0 && csvQ == ndjsonQ && csvSpec > ndjsonSpec
+}
+
+// acceptQuality returns the quality that Accept header values give the
+// media type typ/sub, by its most specific matching range (RFC 9110,
+// 12.5.1), and how specific that range is: 3 for typ/sub, 2 for typ/*, 1
+// for */*, 0 for none.
+func acceptQuality(accept []string, typ, sub string) (q float64, specificity int) {
+	for _, header := range accept {
+		for _, r := range strings.Split(header, ",") {
+			mediaRange, params, _ := strings.Cut(r, ";")
+			t, s, _ := strings.Cut(strings.TrimSpace(mediaRange), "/")
+			spec := 0
+			switch {
+			case strings.EqualFold(t, typ) && strings.EqualFold(s, sub):
+				spec = 3
+			case strings.EqualFold(t, typ) && s == "*":
+				spec = 2
+			case t == "*" && s == "*":
+				spec = 1
+			}
+			if spec <= specificity {
+				continue
+			}
+			q, specificity = 1, spec
+			for p := range strings.SplitSeq(params, ";") {
+				name, value, _ := strings.Cut(strings.TrimSpace(p), "=")
+				if strings.EqualFold(name, "q") {
+					if v, err := strconv.ParseFloat(value, 64); err == nil && v >= 0 && v <= 1 {
+						q = v
+					}
+				}
+			}
+		}
+	}
+	return q, specificity
+}
+
+type dialogueReply struct {
+	DialogueID string        `json:"dialogId"`
+	CustomerID string        `json:"customerId"`
+	DecidedAt  string        `json:"decidedAt"`
+	Messages   []messageJSON `json:"messages"`
+}
+
+func (h *Handler) dialogue(c *gin.Context) error {
+	if err := noQuery(c); err != nil {
+		return err
+	}
+	d, err := h.svc.Dialogue(c.Request.Context(), c.Param("dialogId"))
+	if err != nil {
+		return err
+	}
+	r := dialogueReply{
+		DialogueID: d.Decision.DialogueID,
+		CustomerID: d.Decision.CustomerID,
+		DecidedAt:  d.Decision.DecidedAt.UTC().Format(timeFormat),
+		Messages:   make([]messageJSON, len(d.Messages)),
+	}
+	for i, m := range d.Messages {
+		r.Messages[i] = toJSON(m)
+	}
+	writeJSON(c, http.StatusOK, r)
+	return nil
+}
+
+// errHeadOnly stops the export of a HEAD request at its first row.
+var errHeadOnly = errors.New("HEAD: headers only")
+
+// exportHead answers HEAD as GET would, without the stream: the filters are
+// checked and the database asked for the first row, so that a bad filter, a
+// database down or every export slot taken answer as they would to GET.
+func (h *Handler) exportHead(c *gin.Context, f model.Filter, format exportFormat) error {
+	err := h.svc.Export(c.Request.Context(), f, func(model.StoredMessage) error { return errHeadOnly })
+	if err != nil && !errors.Is(err, errHeadOnly) {
+		return err
+	}
+	c.Header("Content-Type", format.contentType)
+	c.Header("Vary", "Accept")
+	c.Status(http.StatusOK)
 	return nil
 }
 

@@ -9,9 +9,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -24,8 +27,10 @@ import (
 
 // Options are what the application takes beside its configuration.
 type Options struct {
-	Logger *slog.Logger     // nil discards
-	Clock  func() time.Time // nil: time.Now
+	// Log receives the JSON log lines, at log.level; nil discards them. A
+	// Write is a whole line.
+	Log   io.Writer
+	Clock func() time.Time // nil: time.Now
 }
 
 // App is the whole service, built from one configuration.
@@ -35,6 +40,7 @@ type App struct {
 	Handler *api.Handler
 	Metrics *api.Metrics
 	DB      *repository.DB
+	Logger  *slog.Logger // writes to Options.Log
 
 	cfg            config.Config
 	log            *slog.Logger
@@ -49,19 +55,32 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("configuration: %w", err)
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+	if o.Log == nil {
+		o.Log = io.Discard
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	log := o.Logger
-	a := &App{cfg: cfg, log: log}
-	if len(cfg.Auth.Keys) == 0 && cfg.Auth.OIDC.Issuer == "" {
-		log.Warn("no API keys configured, nor auth.oidc.issuer: every endpoint is open to anyone who can reach the service; set auth.keys")
+	log := newLogger(cfg, o.Log)
+	log.Info("starting", "config", cfg) // logs cfg.Redacted()
+	a := &App{cfg: cfg, log: log, Logger: log}
+	switch {
+	case cfg.Auth.Credentials():
+	case cfg.Auth.Open:
+		log.Warn("auth.open: no API keys configured, nor auth.oidc.issuer, and every interface of server.addr is served: "+
+			"anyone who can reach the service can read and erase every message; set auth.keys", "addr", cfg.Server.Addr)
+	default:
+		log.Warn("no API keys configured, nor auth.oidc.issuer: serving loopback only, open to every local process; "+
+			"set auth.keys or auth.oidc.issuer to serve server.addr, or auth.open: true to serve it without authentication",
+			"addr", cfg.ListenAddr(), "server.addr", cfg.Server.Addr)
 	}
 	if cfg.Cursor.Secret == "" {
 		log.Info("cursor.secret not set: pagination cursors are valid for this process only")
+	}
+	if limit := debug.SetMemoryLimit(-1); limit != math.MaxInt64 {
+		log.Info("memory limit", "bytes", limit)
+	} else {
+		log.Info("no memory limit: set GOMEMLIMIT (see README, Memory)")
 	}
 
 	db, err := openDB(ctx, cfg, log)
@@ -74,6 +93,14 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	}
 
 	a.Metrics = api.NewMetrics()
+	a.Metrics.SetPendingLimits(cfg.Dialogues.MaxPending, cfg.Dialogues.MaxBytes)
+	var freeMemory func()
+	if !a.sharedStore {
+		// Pending dialogues live in this heap: hand back what a flood
+		// that expired held, rather than keep it until the runtime's
+		// next forced collection.
+		freeMemory = debug.FreeOSMemory
+	}
 	a.Service, err = service.New(db, a.Pending, service.Options{
 		Clock:             o.Clock,
 		Logger:            log,
@@ -84,7 +111,10 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		RetentionInterval: cfg.Retention.Interval,
 		RetentionBatch:    cfg.Retention.BatchSize,
 		CursorSecret:      []byte(cfg.Cursor.Secret),
+		FreeMemory:        freeMemory,
 		ObserveWrite:      a.Metrics.ObserveWrite,
+
+		MaxDialogueMessages: cfg.Dialogues.MaxMessages,
 	})
 	if err != nil {
 		return nil, errors.Join(err, a.Close())
@@ -97,6 +127,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	oidc := cfg.Auth.OIDC
 	a.handlerOptions = api.Options{
 		Logger:       log,
+		RequestLog:   o.Log,
 		MaxBodyBytes: int64(cfg.Limits.MaxBodyBytes),
 		Keys:         keys,
 		OIDC: api.OIDC{
@@ -111,6 +142,10 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		Clock:       o.Clock,
 		MetricsOpen: cfg.Auth.MetricsOpen,
 		Metrics:     a.Metrics,
+
+		AllowedOrigins: cfg.Server.AllowedOrigins,
+
+		ExportStallTimeout: cfg.Server.ExportStallTimeout,
 	}
 	a.Handler = a.HandlerFor(a.Service)
 	return a, nil
@@ -127,11 +162,19 @@ func openDB(ctx context.Context, cfg config.Config, log *slog.Logger) (*reposito
 		Driver:     cfg.Database.Driver,
 		DSN:        cfg.Database.DSN,
 		MaxReaders: cfg.Database.MaxReaders,
+		MaxExports: cfg.Database.MaxExports,
 		Logger:     log,
 		MasterKeys: keys,
 		ActiveKey:  enc.Active,
 		KeyFile:    enc.KeyFile,
 	})
+}
+
+// newLogger returns the logger of cfg, writing JSON lines to w.
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level)) // Validate checked it
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
 // RotateKeys rewraps every dialogue key of the database cfg names under
@@ -141,10 +184,12 @@ func RotateKeys(ctx context.Context, cfg config.Config, o Options) (int, error) 
 	if err := cfg.Validate(); err != nil {
 		return 0, fmt.Errorf("configuration: %w", err)
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+	if o.Log == nil {
+		o.Log = io.Discard
 	}
-	db, err := openDB(ctx, cfg, o.Logger)
+	log := newLogger(cfg, o.Log)
+	log.Info("starting", "command", "rotate-key", "config", cfg) // logs cfg.Redacted()
+	db, err := openDB(ctx, cfg, log)
 	if err != nil {
 		return 0, err
 	}
@@ -166,17 +211,35 @@ func (a *App) openPending(ctx context.Context, clock func() time.Time) (pending.
 	if d.Store == "memory" {
 		return pending.NewMemory(pending.MemoryOptions{Limits: limits, Shards: d.Shards, Clock: clock})
 	}
+	rc := a.cfg.Redis
 	r, err := pending.OpenRedis(ctx, pending.RedisOptions{
-		Limits:      limits,
-		URL:         a.cfg.Redis.URL,
-		Prefix:      a.cfg.Redis.Prefix,
-		TakeTimeout: a.cfg.Redis.TakeTimeout,
+		Limits: limits,
+		URL:    rc.URL,
+		Sentinel: pending.Sentinel{
+			Master:        rc.Sentinel.Master,
+			Addrs:         rc.Sentinel.Addrs,
+			Password:      rc.Sentinel.Password,
+			RedisPassword: rc.Sentinel.RedisPassword,
+			DB:            rc.Sentinel.DB,
+		},
+		Prefix:      rc.Prefix,
+		TakeTimeout: rc.TakeTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open redis: %w", err)
 	}
 	a.closeRedis, a.sharedStore = r.Close, true
 	return r, nil
+}
+
+// Listen opens the listener the service serves: server.addr, or loopback
+// only when nothing guards the service (config.Config.ListenAddr).
+func (a *App) Listen() (net.Listener, error) {
+	ln, err := net.Listen("tcp", a.cfg.ListenAddr())
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	return ln, nil
 }
 
 // Run runs the background jobs (reclaiming expired dialogues, the retention

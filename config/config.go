@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"reflect"
 	"slices"
@@ -59,6 +60,12 @@ type Server struct {
 	IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
 	DrainDelay        time.Duration `mapstructure:"drain_delay"`
 	ShutdownGrace     time.Duration `mapstructure:"shutdown_grace"`
+	// ExportStallTimeout is how long an export may wait for its client to
+	// take each write before it is cut.
+	ExportStallTimeout time.Duration `mapstructure:"export_stall_timeout"`
+	// AllowedOrigins are the web origins whose pages may call the service;
+	// a request with any other Origin, or from another site, is refused.
+	AllowedOrigins []string `mapstructure:"allowed_origins"`
 }
 
 // Database configures the store of consented messages.
@@ -67,6 +74,7 @@ type Database struct {
 	DSN         string `mapstructure:"dsn"`    // for sqlite, a file path
 	MaxReaders  int    `mapstructure:"max_readers"`
 	CommitBatch int    `mapstructure:"commit_batch"`
+	MaxExports  int    `mapstructure:"max_exports"` // exports at once, on connections of their own
 }
 
 // Dialogues configures the store of dialogues awaiting consent.
@@ -83,9 +91,21 @@ type Dialogues struct {
 // Redis configures the shared store of pending dialogues, used when
 // dialogues.store is redis.
 type Redis struct {
-	URL         string        `mapstructure:"url"`
+	URL         string        `mapstructure:"url"` // a plain server; unused with sentinel.master set
+	Sentinel    Sentinel      `mapstructure:"sentinel"`
 	Prefix      string        `mapstructure:"prefix"`
 	TakeTimeout time.Duration `mapstructure:"take_timeout"`
+}
+
+// Sentinel names a primary that Redis Sentinel watches, in place of
+// redis.url: the service asks the sentinels where the primary is, and
+// follows it through a failover.
+type Sentinel struct {
+	Master        string   `mapstructure:"master"`         // the name the sentinels know it by; empty: no Sentinel
+	Addrs         []string `mapstructure:"addrs"`          // the sentinels, host:port
+	Password      string   `mapstructure:"password"`       // the sentinels' own password
+	RedisPassword string   `mapstructure:"redis_password"` // the primary's and replicas' password
+	DB            int      `mapstructure:"db"`
 }
 
 // Limits bounds the size of requests.
@@ -112,7 +132,14 @@ type Auth struct {
 	Keys        []Key `mapstructure:"keys"`
 	MetricsOpen bool  `mapstructure:"metrics_open"` // GET /metrics needs no key
 	OIDC        OIDC  `mapstructure:"oidc"`
+	// Open serves every interface without credentials; without it and
+	// without credentials, only loopback is served (see ListenAddr).
+	Open bool `mapstructure:"open"`
 }
+
+// Credentials reports whether callers need a credential: API keys or an
+// OpenID Connect issuer are configured.
+func (a Auth) Credentials() bool { return len(a.Keys) > 0 || a.OIDC.Issuer != "" }
 
 // OIDC configures the acceptance of tokens issued by an OpenID Connect
 // provider. With Issuer empty no token is accepted.
@@ -153,6 +180,18 @@ func (k Key) Digest() [sha256.Size]byte {
 	return d
 }
 
+// ListenAddr is the address to listen on: server.addr, but when nothing
+// guards the service (no credentials, auth.open false) and server.addr names
+// no loopback host, 127.0.0.1 with its port, so that an unconfigured service
+// is open to local callers only. Validate has checked server.addr.
+func (c Config) ListenAddr() string {
+	host, port, _ := net.SplitHostPort(c.Server.Addr)
+	if c.Auth.Credentials() || c.Auth.Open || isLoopback(host) {
+		return c.Server.Addr
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
 // Cursor configures pagination cursors.
 type Cursor struct {
 	Secret string `mapstructure:"secret"` // HMAC key; empty means a random key per process
@@ -185,8 +224,10 @@ func (k EncryptionKey) Bytes() []byte {
 // variables in environ (formatted like os.Environ) named DATA_API_ and the key
 // path in upper case with "_", e.g. DATA_API_DIALOGUES_TTL. A list-valued key
 // such as auth.keys takes JSON in its variable; an empty variable counts as
-// unset, as in Viper. The result is validated: every unknown or invalid key
-// is reported at once in an *Error.
+// unset, as in Viper. The result is validated: every unknown or invalid key,
+// and every DATA_API_ variable that names no key (but those of the test
+// suite, DATA_API_TEST_*, DATA_API_BENCH_*, DATA_API_REQUIRE_SERVERS), is
+// reported at once in an *Error.
 func Load(path string, environ []string) (Config, error) {
 	if path == "" {
 		if _, err := os.Stat(DefaultPath); !errors.Is(err, fs.ErrNotExist) {
@@ -266,9 +307,10 @@ func Default() Config {
 }
 
 // applyEnv sets in v the value of every variable in environ that names a key
-// of defaults. Viper's AutomaticEnv reads only the process environment, so
-// the values are set as overrides, which Viper ranks where it ranks the
-// environment: above the file and the defaults.
+// of defaults, and reports the DATA_API_ variables that name none. Viper's
+// AutomaticEnv reads only the process environment, so the values are set as
+// overrides, which Viper ranks where it ranks the environment: above the
+// file and the defaults.
 func applyEnv(e *Error, v, defaults *viper.Viper, environ []string) {
 	env := make(map[string]string, len(environ))
 	for _, kv := range environ {
@@ -278,8 +320,13 @@ func applyEnv(e *Error, v, defaults *viper.Viper, environ []string) {
 	}
 	keys := defaults.AllKeys()
 	slices.Sort(keys)
+	names := make(map[string]string, len(keys)) // variable → key
 	for _, key := range keys {
-		name := "DATA_API_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+		names[envName(key)] = key
+	}
+	unknownVariables(e, env, names)
+	for _, key := range keys {
+		name := envName(key)
 		value := env[name]
 		if value == "" {
 			continue
@@ -295,6 +342,65 @@ func applyEnv(e *Error, v, defaults *viper.Viper, environ []string) {
 		}
 		v.Set(key, list)
 	}
+}
+
+// envPrefix starts the name of every variable that sets a key.
+const envPrefix = "DATA_API_"
+
+// envName is the name of the variable that sets key, e.g. DATA_API_LOG_LEVEL.
+func envName(key string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// notSettings are the prefixes of the variables of the test suite and the
+// benchmarks, which share the prefix but are no settings of the service.
+var notSettings = []string{"DATA_API_TEST_", "DATA_API_BENCH_", "DATA_API_REQUIRE_SERVERS"}
+
+// unknownVariables refuses every variable named with the prefix that sets
+// no key, as an unknown key of the file is refused: a typo such as
+// DATA_API_AUTH_KEY for DATA_API_AUTH_KEYS would otherwise leave the
+// service without its keys. Each problem names the nearest variable that
+// exists. names maps each variable to its key.
+func unknownVariables(e *Error, env, names map[string]string) {
+	var unknown []string
+	for name := range env {
+		_, known := names[name]
+		if known || !strings.HasPrefix(name, envPrefix) || slices.ContainsFunc(notSettings, func(p string) bool { return strings.HasPrefix(name, p) }) {
+			continue
+		}
+		unknown = append(unknown, name)
+	}
+	slices.Sort(unknown)
+	for _, name := range unknown {
+		nearest, best := "", -1
+		for known := range names {
+			d := editDistance(name, known)
+			if best < 0 || d < best || d == best && known < nearest {
+				nearest, best = known, d
+			}
+		}
+		e.add(name, fmt.Sprintf("is not a setting; did you mean %s (%s)?", nearest, names[nearest]))
+	}
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // durationHook decodes a time.Duration from a string with a unit, such as

@@ -3,9 +3,11 @@ package config
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -26,10 +28,13 @@ var want = Config{
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ShutdownGrace:     15 * time.Second,
+		AllowedOrigins:    []string{},
+
+		ExportStallTimeout: 30 * time.Second,
 	},
-	Database:  Database{Driver: "sqlite", DSN: "data/data-api.db", MaxReaders: 4, CommitBatch: 128},
+	Database:  Database{Driver: "sqlite", DSN: "data/data-api.db", MaxReaders: 4, CommitBatch: 128, MaxExports: 4},
 	Dialogues: Dialogues{Store: "memory", TTL: 30 * time.Minute, SweepInterval: time.Minute, MaxPending: 100000, MaxMessages: 1000, MaxBytes: 1 << 30, Shards: 64},
-	Redis:     Redis{URL: "redis://127.0.0.1:6379/0", Prefix: "data-api:", TakeTimeout: time.Minute},
+	Redis:     Redis{URL: "redis://127.0.0.1:6379/0", Sentinel: Sentinel{Addrs: []string{}}, Prefix: "data-api:", TakeTimeout: time.Minute},
 	Limits:    Limits{MaxTextBytes: 8192, MaxBodyBytes: 65536},
 	Retention: Retention{MaxAge: 0, Interval: time.Hour, BatchSize: 1000},
 	Log:       Log{Level: "info"},
@@ -48,6 +53,9 @@ const (
 	masterKey1 = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 	masterKey2 = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
 )
+
+// ring1 is a key ring of one key, k1.
+var ring1 = Encryption{Active: "k1", Keys: []EncryptionKey{{ID: "k1", Key: masterKey1}}}
 
 // withMasterKey is the environment of a key ring of one key, k1.
 var withMasterKey = []string{`DATA_API_ENCRYPTION_KEYS=[{"id":"k1","key":"` + masterKey1 + `"}]`, "DATA_API_ENCRYPTION_ACTIVE=k1"}
@@ -235,26 +243,36 @@ func TestLoadEnvOverridesEveryKey(t *testing.T) {
 		"server.idle_timeout":         {value: "5m", got: func(c Config) any { return c.Server.IdleTimeout }, want: 5 * time.Minute},
 		"server.drain_delay":          {value: "5s", got: func(c Config) any { return c.Server.DrainDelay }, want: 5 * time.Second},
 		"server.shutdown_grace":       {value: "1m30s", got: func(c Config) any { return c.Server.ShutdownGrace }, want: 90 * time.Second},
+		"server.allowed_origins":      {value: `["https://console.example.com","http://localhost:3000"]`, got: func(c Config) any { return c.Server.AllowedOrigins }, want: []string{"https://console.example.com", "http://localhost:3000"}},
+		"server.export_stall_timeout": {value: "2m", got: func(c Config) any { return c.Server.ExportStallTimeout }, want: 2 * time.Minute},
 		"database.driver":             {value: "postgres", got: func(c Config) any { return c.Database.Driver }, want: "postgres", with: withMasterKey},
 		"database.dsn":                {value: "/var/lib/data-api/db", got: func(c Config) any { return c.Database.DSN }, want: "/var/lib/data-api/db"},
 		"database.max_readers":        {value: "8", got: func(c Config) any { return c.Database.MaxReaders }, want: 8},
 		"database.commit_batch":       {value: "32", got: func(c Config) any { return c.Database.CommitBatch }, want: 32},
+		"database.max_exports":        {value: "2", got: func(c Config) any { return c.Database.MaxExports }, want: 2},
 		"dialogues.store":             {value: "redis", got: func(c Config) any { return c.Dialogues.Store }, want: "redis"},
 		"redis.url":                   {value: "redis://10.0.0.1:6380/2", got: func(c Config) any { return c.Redis.URL }, want: "redis://10.0.0.1:6380/2"},
 		"redis.prefix":                {value: "staging:", got: func(c Config) any { return c.Redis.Prefix }, want: "staging:"},
 		"redis.take_timeout":          {value: "2m", got: func(c Config) any { return c.Redis.TakeTimeout }, want: 2 * time.Minute},
-		"dialogues.ttl":               {value: "45m", got: func(c Config) any { return c.Dialogues.TTL }, want: 45 * time.Minute},
-		"dialogues.sweep_interval":    {value: "10s", got: func(c Config) any { return c.Dialogues.SweepInterval }, want: 10 * time.Second},
-		"dialogues.max_pending":       {value: "500", got: func(c Config) any { return c.Dialogues.MaxPending }, want: 500},
-		"dialogues.max_messages":      {value: "20", got: func(c Config) any { return c.Dialogues.MaxMessages }, want: 20},
-		"dialogues.max_pending_bytes": {value: "1048576", got: func(c Config) any { return c.Dialogues.MaxBytes }, want: int64(1048576)},
-		"dialogues.shards":            {value: "256", got: func(c Config) any { return c.Dialogues.Shards }, want: 256},
-		"limits.max_text_bytes":       {value: "1024", got: func(c Config) any { return c.Limits.MaxTextBytes }, want: 1024},
-		"limits.max_body_bytes":       {value: "1048576", got: func(c Config) any { return c.Limits.MaxBodyBytes }, want: 1048576},
-		"retention.max_age":           {value: "720h", got: func(c Config) any { return c.Retention.MaxAge }, want: 720 * time.Hour},
-		"retention.interval":          {value: "15m", got: func(c Config) any { return c.Retention.Interval }, want: 15 * time.Minute},
-		"retention.batch_size":        {value: "50", got: func(c Config) any { return c.Retention.BatchSize }, want: 50},
-		"log.level":                   {value: "debug", got: func(c Config) any { return c.Log.Level }, want: "debug"},
+		"redis.sentinel.master":       {value: "data-api", got: func(c Config) any { return c.Redis.Sentinel.Master }, want: "data-api"},
+		"redis.sentinel.addrs": {
+			value: `["10.0.0.1:26379","10.0.0.2:26379"]`, got: func(c Config) any { return c.Redis.Sentinel.Addrs }, want: []string{"10.0.0.1:26379", "10.0.0.2:26379"},
+		},
+		"redis.sentinel.password":       {value: "9d1c0e4b7a", got: func(c Config) any { return c.Redis.Sentinel.Password }, want: "9d1c0e4b7a"},
+		"redis.sentinel.redis_password": {value: "4e2f8a1c9b", got: func(c Config) any { return c.Redis.Sentinel.RedisPassword }, want: "4e2f8a1c9b"},
+		"redis.sentinel.db":             {value: "3", got: func(c Config) any { return c.Redis.Sentinel.DB }, want: 3},
+		"dialogues.ttl":                 {value: "45m", got: func(c Config) any { return c.Dialogues.TTL }, want: 45 * time.Minute},
+		"dialogues.sweep_interval":      {value: "10s", got: func(c Config) any { return c.Dialogues.SweepInterval }, want: 10 * time.Second},
+		"dialogues.max_pending":         {value: "500", got: func(c Config) any { return c.Dialogues.MaxPending }, want: 500},
+		"dialogues.max_messages":        {value: "20", got: func(c Config) any { return c.Dialogues.MaxMessages }, want: 20},
+		"dialogues.max_pending_bytes":   {value: "1048576", got: func(c Config) any { return c.Dialogues.MaxBytes }, want: int64(1048576)},
+		"dialogues.shards":              {value: "256", got: func(c Config) any { return c.Dialogues.Shards }, want: 256},
+		"limits.max_text_bytes":         {value: "1024", got: func(c Config) any { return c.Limits.MaxTextBytes }, want: 1024},
+		"limits.max_body_bytes":         {value: "1048576", got: func(c Config) any { return c.Limits.MaxBodyBytes }, want: 1048576},
+		"retention.max_age":             {value: "720h", got: func(c Config) any { return c.Retention.MaxAge }, want: 720 * time.Hour},
+		"retention.interval":            {value: "15m", got: func(c Config) any { return c.Retention.Interval }, want: 15 * time.Minute},
+		"retention.batch_size":          {value: "50", got: func(c Config) any { return c.Retention.BatchSize }, want: 50},
+		"log.level":                     {value: "debug", got: func(c Config) any { return c.Log.Level }, want: "debug"},
 		"auth.keys": {
 			value: `[{"name":"bot","sha256":"` + sum + `","roles":["ingest"]},{"name":"ana","key":"0123456789abcdef","roles":["analyst","admin"]}]`,
 			got:   func(c Config) any { return c.Auth.Keys },
@@ -264,6 +282,7 @@ func TestLoadEnvOverridesEveryKey(t *testing.T) {
 			},
 		},
 		"auth.metrics_open": {value: "true", got: func(c Config) any { return c.Auth.MetricsOpen }, want: true},
+		"auth.open":         {value: "true", got: func(c Config) any { return c.Auth.Open }, want: true},
 		"auth.oidc.issuer": {
 			value: "https://keycloak.example.com/realms/acme", got: func(c Config) any { return c.Auth.OIDC.Issuer }, want: "https://keycloak.example.com/realms/acme",
 			with: []string{"DATA_API_AUTH_OIDC_AUDIENCE=data-api", `DATA_API_AUTH_OIDC_ROLES_ANALYST=["data-analyst"]`},
@@ -347,7 +366,9 @@ func TestLoadEnvEdgeCases(t *testing.T) {
 	}{
 		{"empty value counts as unset", []string{"DATA_API_SERVER_ADDR="}, func(c Config) bool { return c.Server.Addr == want.Server.Addr }},
 		{"last duplicate wins", []string{"DATA_API_LOG_LEVEL=warn", "DATA_API_LOG_LEVEL=error"}, func(c Config) bool { return c.Log.Level == "error" }},
-		{"other prefixes ignored", []string{"SERVER_ADDR=:1", "DATA_API_SERVER=:1"}, func(c Config) bool { return reflect.DeepEqual(c, want) }},
+		{"other prefixes ignored", []string{"SERVER_ADDR=:1", "DATAAPI_SERVER_ADDR=:1", "data_api_server_addr=:1"}, func(c Config) bool { return reflect.DeepEqual(c, want) }},
+		{"the test suite's variables ignored", []string{"DATA_API_TEST_POSTGRES_DSN=postgres://x", "DATA_API_TEST_REDIS_URL=redis://x", "DATA_API_REQUIRE_SERVERS=1", "DATA_API_BENCH_ROWS=10"},
+			func(c Config) bool { return reflect.DeepEqual(c, want) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -405,6 +426,16 @@ func TestLoadRejects(t *testing.T) {
 				"auth.oidc.roles.analysts: unknown key",
 				"dialogues.shard: unknown key",
 				"serverr: unknown key",
+			},
+		},
+		{
+			name:    "unknown variables",
+			environ: []string{"DATA_API_AUTH_KEY=[]", "DATA_API_DIALOGUES_MAXPENDING=5", "DATA_API_SERVER=:1", "DATA_API_LOGLEVEL=", "DATA_API_SERVER_ADDR=:9000"},
+			want: []string{
+				"DATA_API_AUTH_KEY: is not a setting; did you mean DATA_API_AUTH_KEYS (auth.keys)?",
+				"DATA_API_DIALOGUES_MAXPENDING: is not a setting; did you mean DATA_API_DIALOGUES_MAX_PENDING (dialogues.max_pending)?",
+				"DATA_API_LOGLEVEL: is not a setting; did you mean DATA_API_LOG_LEVEL (log.level)?",
+				"DATA_API_SERVER: is not a setting; did you mean DATA_API_SERVER_ADDR (server.addr)?",
 			},
 		},
 		{
@@ -497,9 +528,10 @@ func TestValidate(t *testing.T) {
 		{"zero idle timeout", func(c *Config) { c.Server.IdleTimeout = 0 }, "server.idle_timeout", "must be positive, got 0s"},
 		{"negative drain delay", func(c *Config) { c.Server.DrainDelay = -time.Second }, "server.drain_delay", "must not be negative, got -1s"},
 		{"zero shutdown grace", func(c *Config) { c.Server.ShutdownGrace = 0 }, "server.shutdown_grace", "must be positive, got 0s"},
+		{"zero export stall timeout", func(c *Config) { c.Server.ExportStallTimeout = 0 }, "server.export_stall_timeout", "must be positive, got 0s"},
 		{"postgres", func(c *Config) {
 			c.Database.Driver = "postgres"
-			c.Encryption = Encryption{Active: "k1", Keys: []EncryptionKey{{ID: "k1", Key: masterKey1}}}
+			c.Encryption = ring1
 		}, "", ""},
 		{"postgres without a master key", func(c *Config) { c.Database.Driver = "postgres" }, "encryption.keys",
 			"must hold at least one master key with database.driver postgres (only SQLite generates one), e.g. [{id: k1, key: <openssl rand -base64 32>}]"},
@@ -507,9 +539,28 @@ func TestValidate(t *testing.T) {
 		{"empty dsn", func(c *Config) { c.Database.DSN = "" }, "database.dsn", "must not be empty"},
 		{"zero readers", func(c *Config) { c.Database.MaxReaders = 0 }, "database.max_readers", "must be positive, got 0"},
 		{"zero commit batch", func(c *Config) { c.Database.CommitBatch = 0 }, "database.commit_batch", "must be positive, got 0"},
+		{"zero exports", func(c *Config) { c.Database.MaxExports = 0 }, "database.max_exports", "must be positive, got 0"},
 		{"unknown store", func(c *Config) { c.Dialogues.Store = "etcd" }, "dialogues.store", `must be one of memory, redis, got "etcd"`},
 		{"redis store without a redis URL", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.URL = "127.0.0.1:6379" }, "redis.url", `must be a redis:// or rediss:// URL when dialogues.store is redis, got "127.0.0.1:6379"`},
 		{"redis store with zero take timeout", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.TakeTimeout = 0 }, "redis.take_timeout", "must be positive, got 0s"},
+		{"sentinel", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.Sentinel = sentinel }, "", ""},
+		{"sentinel leaves the url unused", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.Sentinel = sentinel; c.Redis.URL = "" }, "", ""},
+		{"sentinel without addrs", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.Sentinel = Sentinel{Master: "m"} }, "redis.sentinel.addrs",
+			"must list the sentinels as host:port when redis.sentinel.master is set, e.g. [10.0.0.1:26379, 10.0.0.2:26379, 10.0.0.3:26379]"},
+		{"sentinel addrs without master", func(c *Config) {
+			c.Dialogues.Store = "redis"
+			c.Redis.Sentinel = sentinel
+			c.Redis.Sentinel.Master = ""
+		}, "redis.sentinel.master",
+			"must be set when redis.sentinel.addrs or a Sentinel password is: the name the sentinels know the primary by"},
+		{"sentinel password without master", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.Sentinel.RedisPassword = "4e2f8a1c9b" }, "redis.sentinel.master",
+			"must be set when redis.sentinel.addrs or a Sentinel password is: the name the sentinels know the primary by"},
+		{"sentinel addr without port", func(c *Config) {
+			c.Dialogues.Store = "redis"
+			c.Redis.Sentinel = sentinel
+			c.Redis.Sentinel.Addrs = []string{"10.0.0.1:26379", "10.0.0.2"}
+		}, "redis.sentinel.addrs[1]", `must be host:port, e.g. 10.0.0.1:26379, got "10.0.0.2"`},
+		{"sentinel negative db", func(c *Config) { c.Dialogues.Store = "redis"; c.Redis.Sentinel = sentinel; c.Redis.Sentinel.DB = -1 }, "redis.sentinel.db", "must not be negative, got -1"},
 		{"zero ttl", func(c *Config) { c.Dialogues.TTL = 0 }, "dialogues.ttl", "must be positive, got 0s"},
 		{"zero sweep interval", func(c *Config) { c.Dialogues.SweepInterval = 0 }, "dialogues.sweep_interval", "must be positive, got 0s"},
 		{"zero max pending", func(c *Config) { c.Dialogues.MaxPending = 0 }, "dialogues.max_pending", "must be positive, got 0"},
@@ -535,7 +586,7 @@ func TestValidate(t *testing.T) {
 			c.Auth.Keys = []Key{{Name: "a", Key: "0123456789abcdef", SHA256: sum, Roles: []string{"admin"}}}
 		}, "auth.keys[0]", "must set only one of key and sha256, got both"},
 		{"neither key nor sha256", func(c *Config) { c.Auth.Keys = []Key{{Name: "a", Roles: []string{"admin"}}} }, "auth.keys[0]", "must set one of key (the secret) and sha256 (its SHA-256 in hex)"},
-		{"short key", func(c *Config) { c.Auth.Keys = []Key{{Name: "a", Key: "secret", Roles: []string{"admin"}}} }, "auth.keys[0].key", "must be at least 16 characters, got 6"},
+		{"short key", func(c *Config) { c.Auth.Keys = []Key{{Name: "a", Key: "s3kr1t", Roles: []string{"admin"}}} }, "auth.keys[0].key", "must be at least 16 characters, got 6"},
 		{"short sha256", func(c *Config) { c.Auth.Keys = []Key{{Name: "a", SHA256: sum[:63], Roles: []string{"admin"}}} }, "auth.keys[0].sha256", "must be 64 hex characters (a SHA-256), got 63 characters"},
 		{"sha256 not hex", func(c *Config) { c.Auth.Keys = []Key{{Name: "a", SHA256: "g" + sum[1:], Roles: []string{"admin"}}} }, "auth.keys[0].sha256", "must be 64 hex characters (a SHA-256), got 64 characters"},
 		{"same secret as key and sha256", func(c *Config) {
@@ -592,6 +643,24 @@ func TestValidate(t *testing.T) {
 		{"oidc zero refresh interval", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.RefreshInterval = 0 }, "auth.oidc.refresh_interval", "must be positive, got 0s"},
 		{"oidc zero fetch timeout", func(c *Config) { c.Auth.OIDC = validOIDC; c.Auth.OIDC.FetchTimeout = 0 }, "auth.oidc.fetch_timeout", "must be positive, got 0s"},
 		{"oidc leeway checked without issuer", func(c *Config) { c.Auth.OIDC.Leeway = -time.Hour }, "auth.oidc.leeway", "must be between 0s and 5m0s, got -1h0m0s"},
+		{"allowed origins", func(c *Config) {
+			c.Server.AllowedOrigins = []string{"https://console.example.com", "http://localhost:3000", "http://[::1]:8081"}
+		}, "", ""},
+		{"allowed origin with a path", func(c *Config) { c.Server.AllowedOrigins = []string{"https://console.example.com/"} }, "server.allowed_origins[0]",
+			`must be an origin, scheme://host[:port] in lower case with nothing after, as browsers send it in Origin, e.g. https://console.example.com, got "https://console.example.com/"`},
+		{"allowed origin in upper case", func(c *Config) { c.Server.AllowedOrigins = []string{"https://Console.example.com"} }, "server.allowed_origins[0]",
+			`must be an origin, scheme://host[:port] in lower case with nothing after, as browsers send it in Origin, e.g. https://console.example.com, got "https://Console.example.com"`},
+		{"allowed origin without scheme", func(c *Config) { c.Server.AllowedOrigins = []string{"console.example.com"} }, "server.allowed_origins[0]",
+			`must be an origin, scheme://host[:port] in lower case with nothing after, as browsers send it in Origin, e.g. https://console.example.com, got "console.example.com"`},
+		{"allowed origin null", func(c *Config) { c.Server.AllowedOrigins = []string{"null"} }, "server.allowed_origins[0]",
+			`must not be "null", which any sandboxed page or local file sends`},
+		{"allowed origin wildcard", func(c *Config) { c.Server.AllowedOrigins = []string{"*"} }, "server.allowed_origins[0]",
+			`must not be "*": list each origin allowed`},
+		{"open", func(c *Config) { c.Auth.Open = true }, "", ""},
+		{"open with keys", func(c *Config) { c.Auth.Open = true; c.Auth.Keys = valid }, "auth.open",
+			"must be false when auth.keys or auth.oidc.issuer is set: with credentials configured, every endpoint but the probes needs one"},
+		{"open with an issuer", func(c *Config) { c.Auth.Open = true; c.Auth.OIDC = validOIDC }, "auth.open",
+			"must be false when auth.keys or auth.oidc.issuer is set: with credentials configured, every endpoint but the probes needs one"},
 		{"cursor secret", func(c *Config) { c.Cursor.Secret = "0123456789abcdef" }, "", ""},
 		{"short cursor secret", func(c *Config) { c.Cursor.Secret = "short" }, "cursor.secret", "must be empty or at least 16 characters, got 5"},
 		{"key ring", func(c *Config) {
@@ -646,6 +715,94 @@ func TestValidate(t *testing.T) {
 				t.Errorf("got %+v, want %+v", e.Problems, wantP)
 			}
 		})
+	}
+}
+
+// sentinel is a Sentinel configuration that passes validation.
+var sentinel = Sentinel{Master: "data-api", Addrs: []string{"10.0.0.1:26379", "10.0.0.2:26379", "[fd00::3]:26379"}, Password: "9d1c0e4b7a", RedisPassword: "4e2f8a1c9b"}
+
+// TestValidateRefusesPlaceholderSecrets: a secret left as a template's or
+// this repository's deployment files' stand-in stops the service, naming
+// the key and never the value.
+func TestValidateRefusesPlaceholderSecrets(t *testing.T) {
+	const detail = "holds a placeholder %s (such as change-me… or placeholder-for-…), not a secret; set a random one, e.g. openssl rand -hex 32"
+	tests := []struct {
+		secret string
+		modify func(c *Config, secret string)
+		key    string
+		what   string
+	}{
+		{"change-me-to-32-random-characters", func(c *Config, s string) { c.Cursor.Secret = s }, "cursor.secret", "secret"},
+		{"placeholder-for-cursor-secret", func(c *Config, s string) { c.Cursor.Secret = s }, "cursor.secret", "secret"},
+		{"CHANGEME-0123456789", func(c *Config, s string) { c.Cursor.Secret = s }, "cursor.secret", "secret"},
+		{"xxxxxxxxxxxxxxxxxxxx", func(c *Config, s string) { c.Cursor.Secret = s }, "cursor.secret", "secret"},
+		{"<openssl rand -hex 32>", func(c *Config, s string) { c.Cursor.Secret = s }, "cursor.secret", "secret"},
+		{"placeholder-for-auth-keys.json", func(c *Config, s string) {
+			c.Auth.Keys = []Key{{Name: "bot", Key: "0123456789abcdef", Roles: []string{"ingest"}}, {Name: "dpo", Key: s, Roles: []string{"admin"}}}
+		}, "auth.keys[1].key", "key"},
+		{"change_me_please_now", func(c *Config, s string) {
+			c.Auth.Keys = []Key{{Name: "bot", Key: s, Roles: []string{"ingest"}}}
+		}, "auth.keys[0].key", "key"},
+		{"secret", func(c *Config, s string) {
+			c.Database.Driver = "postgres"
+			c.Database.DSN = "postgres://data_api:" + s + "@db:5432/data_api?sslmode=require"
+			c.Encryption = ring1
+		}, "database.dsn", "password"},
+		{"change-me", func(c *Config, s string) {
+			c.Database.Driver = "postgres"
+			c.Database.DSN = "postgres://db:5432/data_api?user=data_api&password=" + s
+			c.Encryption = ring1
+		}, "database.dsn", "password"},
+		{"Password", func(c *Config, s string) {
+			c.Database.Driver = "postgres"
+			c.Database.DSN = "host=db user=data_api password='" + s + "' dbname=data_api"
+			c.Encryption = ring1
+		}, "database.dsn", "password"},
+		{"placeholder-for-redis-url", func(c *Config, s string) {
+			c.Dialogues.Store = "redis"
+			c.Redis.URL = "redis://:" + s + "@cache:6379/0"
+		}, "redis.url", "password"},
+		{"changeme", func(c *Config, s string) {
+			c.Dialogues.Store = "redis"
+			c.Redis.Sentinel = sentinel
+			c.Redis.Sentinel.Password = s
+		}, "redis.sentinel.password", "password"},
+		{"xxx", func(c *Config, s string) {
+			c.Dialogues.Store = "redis"
+			c.Redis.Sentinel = sentinel
+			c.Redis.Sentinel.RedisPassword = s
+		}, "redis.sentinel.redis_password", "password"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.secret, func(t *testing.T) {
+			c := want
+			tt.modify(&c, tt.secret)
+			err := c.Validate()
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("got %v, want an *Error", err)
+			}
+			// The whole problem is pinned: it names the key, not the value.
+			if wantP := []Problem{{Key: tt.key, Detail: fmt.Sprintf(detail, tt.what)}}; !reflect.DeepEqual(e.Problems, wantP) {
+				t.Errorf("got %+v, want %+v", e.Problems, wantP)
+			}
+		})
+	}
+	// Real secrets that merely contain a placeholder's word pass.
+	c := want
+	c.Cursor.Secret = "my-secret-is-not-a-placeholder-xxx"
+	c.Database.Driver = "postgres"
+	c.Database.DSN = "postgres://data_api:3f9a0c1e7b2d@db:5432/data_api"
+	c.Encryption = ring1
+	c.Auth.Keys = []Key{{Name: "bot", Key: "a-secret-0123456789", Roles: []string{"ingest"}}}
+	if err := c.Validate(); err != nil {
+		t.Errorf("real secrets refused: %v", err)
+	}
+	// A SQLite path is no DSN with a password.
+	c = want
+	c.Database.DSN = "/srv/password=secret/data-api.db"
+	if err := c.Validate(); err != nil {
+		t.Errorf("a SQLite path refused: %v", err)
 	}
 }
 
@@ -704,8 +861,47 @@ func TestRedacted(t *testing.T) {
 	if !reflect.DeepEqual(c, orig) || !reflect.DeepEqual(c.Auth.Keys, origKeys) || !reflect.DeepEqual(c.Encryption.Keys, origMasterKeys) {
 		t.Errorf("Redacted changed its receiver: got %+v, want %+v", c, orig)
 	}
+	s := want
+	s.Redis.Sentinel = sentinel
+	if got := s.Redacted().Redis.Sentinel; got.Password != "[redacted]" || got.RedisPassword != "[redacted]" || !slices.Equal(got.Addrs, sentinel.Addrs) {
+		t.Errorf("got sentinel %+v, want its passwords redacted", got)
+	}
 	if r := want.Redacted(); !reflect.DeepEqual(r, want) {
 		t.Errorf("got %+v for a config without secrets, want it unchanged", r)
+	}
+}
+
+// TestLogValue: the configuration logs redacted, keyed as in the YAML file,
+// with durations as Go writes them.
+func TestLogValue(t *testing.T) {
+	c := want
+	c.Cursor.Secret = "a-cursor-secret-of-32-characters"
+	c.Redis.Sentinel = sentinel
+	c.Auth.Keys = []Key{{Name: "bot", Key: "0123456789abcdef", Roles: []string{"ingest"}}}
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("starting", "config", c)
+	var line struct{ Config map[string]map[string]any }
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		section, key string
+		want         any
+	}{
+		{"dialogues", "ttl", "30m0s"},
+		{"server", "read_header_timeout", "5s"},
+		{"server", "drain_delay", "0s"},
+		{"dialogues", "max_pending", 100000.0},
+		{"cursor", "secret", "[redacted]"},
+	} {
+		if got := line.Config[tt.section][tt.key]; got != tt.want {
+			t.Errorf("%s.%s logged as %#v, want %#v", tt.section, tt.key, got, tt.want)
+		}
+	}
+	for _, secret := range []string{c.Cursor.Secret, sentinel.Password, sentinel.RedisPassword, "0123456789abcdef"} {
+		if strings.Contains(buf.String(), secret) {
+			t.Errorf("the log holds a secret: %s", buf.String())
+		}
 	}
 }
 
@@ -759,6 +955,36 @@ func TestKeyDigest(t *testing.T) {
 	} {
 		if got := k.Digest(); got != want {
 			t.Errorf("%+v.Digest() = %x, want %x", k, got, want)
+		}
+	}
+}
+
+func TestListenAddr(t *testing.T) {
+	keys := []Key{{Name: "bot", Key: "0123456789abcdef", Roles: []string{"ingest"}}}
+	for _, tc := range []struct {
+		addr string
+		auth Auth
+		want string
+	}{
+		// Without credentials nor auth.open: loopback only.
+		{":8080", Auth{}, "127.0.0.1:8080"},
+		{"0.0.0.0:9000", Auth{}, "127.0.0.1:9000"},
+		{"[::]:8080", Auth{}, "127.0.0.1:8080"},
+		{"192.0.2.7:8080", Auth{}, "127.0.0.1:8080"},
+		{"data-api.example.com:8080", Auth{}, "127.0.0.1:8080"},
+		{"127.0.0.1:8080", Auth{}, "127.0.0.1:8080"},
+		{"127.0.0.2:8080", Auth{}, "127.0.0.2:8080"},
+		{"[::1]:8080", Auth{}, "[::1]:8080"},
+		{"localhost:8080", Auth{}, "localhost:8080"},
+		// With credentials, or explicitly open: as configured.
+		{":8080", Auth{Keys: keys}, ":8080"},
+		{":8080", Auth{OIDC: validOIDC}, ":8080"},
+		{":8080", Auth{Open: true}, ":8080"},
+	} {
+		c := want
+		c.Server.Addr, c.Auth = tc.addr, tc.auth
+		if got := c.ListenAddr(); got != tc.want {
+			t.Errorf("%s with %+v: got %s, want %s", tc.addr, tc.auth, got, tc.want)
 		}
 	}
 }

@@ -83,6 +83,12 @@ func (c Config) problems() *Error {
 		e.add("server.drain_delay", fmt.Sprintf("must not be negative, got %v", s.DrainDelay))
 	}
 	positive(e, "server.shutdown_grace", s.ShutdownGrace)
+	positive(e, "server.export_stall_timeout", s.ExportStallTimeout)
+	for i, o := range s.AllowedOrigins {
+		if problem := origin(o); problem != "" {
+			e.add(fmt.Sprintf("server.allowed_origins[%d]", i), problem)
+		}
+	}
 
 	db := c.Database
 	oneOf(e, "database.driver", db.Driver, drivers)
@@ -91,6 +97,7 @@ func (c Config) problems() *Error {
 	}
 	positive(e, "database.max_readers", db.MaxReaders)
 	positive(e, "database.commit_batch", db.CommitBatch)
+	positive(e, "database.max_exports", db.MaxExports)
 
 	d := c.Dialogues
 	oneOf(e, "dialogues.store", d.Store, stores)
@@ -106,10 +113,7 @@ func (c Config) problems() *Error {
 	}
 
 	if d.Store == "redis" {
-		if !strings.HasPrefix(c.Redis.URL, "redis://") && !strings.HasPrefix(c.Redis.URL, "rediss://") {
-			e.add("redis.url", fmt.Sprintf("must be a redis:// or rediss:// URL when dialogues.store is redis, got %q", c.Redis.URL))
-		}
-		positive(e, "redis.take_timeout", c.Redis.TakeTimeout)
+		c.Redis.addProblems(e)
 	}
 
 	l := c.Limits
@@ -134,6 +138,7 @@ func (c Config) problems() *Error {
 	}
 
 	c.Encryption.addProblems(e, db.Driver)
+	c.addPlaceholderProblems(e)
 	return e
 }
 
@@ -189,6 +194,100 @@ func (enc Encryption) addProblems(e *Error, driver string) {
 	}
 }
 
+// addProblems adds to e the problems of the Redis settings, for
+// dialogues.store redis: a plain server by URL, or a primary by Sentinel.
+func (r Redis) addProblems(e *Error) {
+	s := r.Sentinel
+	switch {
+	case s.Master == "" && (len(s.Addrs) > 0 || s.Password != "" || s.RedisPassword != ""):
+		// Sentinel settings without the primary's name betray a forgotten
+		// one, which would silently leave the service on redis.url.
+		e.add("redis.sentinel.master", "must be set when redis.sentinel.addrs or a Sentinel password is: the name the sentinels know the primary by")
+	case s.Master == "":
+		if !strings.HasPrefix(r.URL, "redis://") && !strings.HasPrefix(r.URL, "rediss://") {
+			e.add("redis.url", fmt.Sprintf("must be a redis:// or rediss:// URL when dialogues.store is redis, got %q", r.URL))
+		}
+	default:
+		if len(s.Addrs) == 0 {
+			e.add("redis.sentinel.addrs", "must list the sentinels as host:port when redis.sentinel.master is set, e.g. [10.0.0.1:26379, 10.0.0.2:26379, 10.0.0.3:26379]")
+		}
+		for i, a := range s.Addrs {
+			if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" {
+				e.add(fmt.Sprintf("redis.sentinel.addrs[%d]", i), fmt.Sprintf("must be host:port, e.g. 10.0.0.1:26379, got %q", a))
+			}
+		}
+		if s.DB < 0 {
+			e.add("redis.sentinel.db", fmt.Sprintf("must not be negative, got %d", s.DB))
+		}
+	}
+	positive(e, "redis.take_timeout", r.TakeTimeout)
+}
+
+// placeholderPrefixes and placeholderValues are what templates, examples
+// and this repository's own deployment files put where a secret belongs
+// (change-me-to-32-random-characters, placeholder-for-cursor-secret,
+// <hex>): a service running with one is open to anyone who read them.
+var (
+	placeholderPrefixes = []string{"change-me", "change_me", "changeme", "placeholder", "xxx", "your-", "your_", "<"}
+	placeholderValues   = []string{"secret", "password", "changeit"}
+)
+
+// isPlaceholder reports whether secret is an obvious placeholder.
+func isPlaceholder(secret string) bool {
+	s := strings.ToLower(strings.TrimSpace(secret))
+	return slices.Contains(placeholderValues, s) ||
+		slices.ContainsFunc(placeholderPrefixes, func(p string) bool { return strings.HasPrefix(s, p) })
+}
+
+// addPlaceholderProblems adds a problem for every secret that is a
+// placeholder, naming its key and never the value.
+func (c Config) addPlaceholderProblems(e *Error) {
+	check := func(key, secret, what string) {
+		if secret != "" && isPlaceholder(secret) {
+			e.add(key, fmt.Sprintf("holds a placeholder %s (such as change-me… or placeholder-for-…), not a secret; set a random one, e.g. openssl rand -hex 32", what))
+		}
+	}
+	check("cursor.secret", c.Cursor.Secret, "secret")
+	for i, k := range c.Auth.Keys {
+		check(fmt.Sprintf("auth.keys[%d].key", i), k.Key, "key")
+	}
+	if c.Database.Driver == "postgres" {
+		for _, pw := range dsnPasswords(c.Database.DSN) {
+			check("database.dsn", pw, "password")
+		}
+	}
+	for _, pw := range dsnPasswords(c.Redis.URL) {
+		check("redis.url", pw, "password")
+	}
+	check("redis.sentinel.password", c.Redis.Sentinel.Password, "password")
+	check("redis.sentinel.redis_password", c.Redis.Sentinel.RedisPassword, "password")
+}
+
+// dsnPasswords returns the passwords in a URL (its user's, and any query
+// parameter named *password) or in a key=value DSN.
+func dsnPasswords(dsn string) []string {
+	var pws []string
+	u, err := url.Parse(dsn)
+	switch {
+	case err != nil:
+		return nil
+	case u.Scheme == "" || u.Opaque != "":
+		for _, m := range dsnPassword.FindAllStringSubmatch(dsn, -1) {
+			pws = append(pws, strings.Trim(m[2], "'"))
+		}
+		return pws
+	}
+	if pw, ok := u.User.Password(); ok {
+		pws = append(pws, pw)
+	}
+	for name, values := range u.Query() {
+		if strings.HasSuffix(strings.ToLower(name), "password") {
+			pws = append(pws, values...)
+		}
+	}
+	return pws
+}
+
 // tokenPrefix starts the ledger's name for a token's caller, "oidc:" and its
 // subject; no key's name may start so, lest it pass for a token's caller.
 const tokenPrefix = "oidc:"
@@ -200,6 +299,10 @@ const maxLeeway = 5 * time.Minute
 // Connect settings. No message quotes a secret.
 func (a Auth) addProblems(e *Error) {
 	a.OIDC.addProblems(e)
+	if a.Open && a.Credentials() {
+		// Contradictory: the reader of the file would believe it open.
+		e.add("auth.open", "must be false when auth.keys or auth.oidc.issuer is set: with credentials configured, every endpoint but the probes needs one")
+	}
 	names := make(map[string]int)   // name → index of its first key
 	secrets := make(map[string]int) // lower-case hex SHA-256 → index of its first key
 	for i, k := range a.Keys {
@@ -307,6 +410,24 @@ func issuerURL(s string) string {
 		return ""
 	}
 	return "must be an https URL (http only to a loopback host)"
+}
+
+// origin says what is wrong with an allowed origin, or "": it must be as a
+// browser serializes it in the Origin header (RFC 6454 §6.2), since it is
+// compared with that byte for byte.
+func origin(s string) string {
+	switch s {
+	case "null":
+		return `must not be "null", which any sandboxed page or local file sends`
+	case "*":
+		return `must not be "*": list each origin allowed`
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		u.Scheme+"://"+u.Host != s || strings.ToLower(s) != s {
+		return fmt.Sprintf("must be an origin, scheme://host[:port] in lower case with nothing after, as browsers send it in Origin, e.g. https://console.example.com, got %q", s)
+	}
+	return ""
 }
 
 func isLoopback(host string) bool {

@@ -9,12 +9,12 @@
 #
 # Environment:
 #   COMPOSE            compose command (default: `docker compose` if present, else `docker-compose`)
-#   DATA_API_IMAGE     image tag to build and run (default data-api:local)
+#   API_IMAGE     image tag to build and run (default data-api:local)
 #   SMOKE_BUILD_FLAGS  extra `docker build` flags (default --network host: the
 #                      classic builder on a host whose containers reach the
 #                      network only through the host's)
 #   SMOKE_NO_BUILD=1   use the image as it is
-#   DATA_API_PORT, DATA_API_LB_PORT  host ports (default 8080, 8090)
+#   API_PORT, LB_PORT  host ports (default 8080, 8090)
 # The stack runs as its own compose project (data-api-smoke) and is removed
 # with its volumes at the end, whatever happened.
 set -euo pipefail
@@ -31,9 +31,9 @@ compose=("${compose_cmd[@]}" -p data-api-smoke -f docker-compose.yml)
 # No buildx: the classic builder (BuildKit would need the buildx plugin).
 docker buildx version >/dev/null 2>&1 || export DOCKER_BUILDKIT=0
 
-export DATA_API_IMAGE=${DATA_API_IMAGE:-data-api:local}
-export DATA_API_PORT=${DATA_API_PORT:-8080} DATA_API_LB_PORT=${DATA_API_LB_PORT:-8090}
-unset DATA_API_BIND # the smoke stack listens on 127.0.0.1 only
+export API_IMAGE=${API_IMAGE:-data-api:local}
+export API_PORT=${API_PORT:-8080} LB_PORT=${LB_PORT:-8090}
+unset PUBLISH_ADDR # the smoke stack listens on 127.0.0.1 only
 
 # Fresh secrets, known to this run only. Two API keys: the chatbot's (ingest)
 # and the data protection officer's (analyst, admin).
@@ -114,7 +114,7 @@ compose_up() {
 # port_free PORT: nothing listens on 127.0.0.1:PORT.
 port_free() {
 	if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-		bad "127.0.0.1:$1 is in use: stop what listens there, or pick another port (DATA_API_PORT, DATA_API_LB_PORT)"
+		bad "127.0.0.1:$1 is in use: stop what listens there, or pick another port (API_PORT, LB_PORT)"
 		exit 1
 	fi
 }
@@ -206,13 +206,13 @@ walk() {
 }
 
 if [ -z "${SMOKE_NO_BUILD:-}" ]; then
-	step "docker build ${SMOKE_BUILD_FLAGS---network host} -t $DATA_API_IMAGE ."
+	step "docker build ${SMOKE_BUILD_FLAGS---network host} -t $API_IMAGE ."
 	# shellcheck disable=SC2086 # flags are words
-	docker build ${SMOKE_BUILD_FLAGS---network host} -t "$DATA_API_IMAGE" . >"$work/build.log" 2>&1 ||
+	docker build ${SMOKE_BUILD_FLAGS---network host} -t "$API_IMAGE" . >"$work/build.log" 2>&1 ||
 		{ tail -n 30 "$work/build.log"; bad "docker build"; exit 1; }
-	ok "built $DATA_API_IMAGE ($(docker image inspect -f '{{.Size}}' "$DATA_API_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
+	ok "built $API_IMAGE ($(docker image inspect -f '{{.Size}}' "$API_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
 fi
-owner=$(docker run --rm --entrypoint stat "$DATA_API_IMAGE" -c '%u:%g %a' /var/lib/data-api)
+owner=$(docker run --rm --entrypoint stat "$API_IMAGE" -c '%u:%g %a' /var/lib/data-api)
 [ "$owner" = "10001:10001 750" ] && ok "image: /var/lib/data-api is 10001:10001, mode 750" ||
 	bad "image: /var/lib/data-api is $owner, want 10001:10001 750"
 
@@ -220,27 +220,27 @@ step "$("${compose_cmd[@]}" version 2>/dev/null | head -n1)"
 for p in "${profiles[@]}"; do
 	case $p in
 	default)
-		step "profile default: ${compose[*]} up -d (SQLite, 127.0.0.1:$DATA_API_PORT)"
-		port_free "$DATA_API_PORT"
+		step "profile default: ${compose[*]} up -d (SQLite, 127.0.0.1:$API_PORT)"
+		port_free "$API_PORT"
 		compose_up up -d --no-build
 		wait_healthy
-		walk "http://127.0.0.1:$DATA_API_PORT"
+		walk "http://127.0.0.1:$API_PORT"
 		teardown
 		;;
 	scale)
-		step "profile scale: ${compose[*]} --profile scale up -d (3 replicas, PostgreSQL, Redis, nginx on 127.0.0.1:$DATA_API_LB_PORT)"
-		port_free "$DATA_API_PORT"
-		port_free "$DATA_API_LB_PORT"
+		step "profile scale: ${compose[*]} --profile scale up -d (3 replicas, PostgreSQL, Redis, nginx on 127.0.0.1:$LB_PORT)"
+		port_free "$API_PORT"
+		port_free "$LB_PORT"
 		compose_up --profile scale up -d --no-build
 		wait_healthy
 		replicas=$("${compose[@]}" --profile scale ps -q api | wc -l)
 		[ "$replicas" = 3 ] && ok "3 api replicas" || bad "$replicas api replicas, want 3"
-		walk "http://127.0.0.1:$DATA_API_LB_PORT"
+		walk "http://127.0.0.1:$LB_PORT"
 		served=$(for id in $("${compose[@]}" --profile scale ps -q api); do docker logs "$id" 2>&1 | grep -c "$run-" || true; done | tr '\n' ' ')
 		[[ " $served" != *" 0 "* ]] && ok "every replica served part of the walk (requests per replica: $served)" ||
 			bad "a replica served none of the walk (requests per replica: $served)"
 
-		req lb-health GET "http://127.0.0.1:$DATA_API_LB_PORT/nginx-health"
+		req lb-health GET "http://127.0.0.1:$LB_PORT/nginx-health"
 		expect lb-health 404 'urn:data-api:problem:no-such-route'
 
 		step "a fourth replica gets traffic without restarting nginx"
@@ -250,7 +250,7 @@ for p in "${profiles[@]}"; do
 		added=$(comm -13 <(echo "$before") <("${compose[@]}" --profile scale ps -q api | sort))
 		sleep 6 # nginx's resolver answer is valid for 5 s
 		tag=smoke-$(hex 4)
-		for i in $(seq 40); do curl -s -o /dev/null -H "X-Request-ID: $tag-$i" "http://127.0.0.1:$DATA_API_LB_PORT/healthz"; done
+		for i in $(seq 40); do curl -s -o /dev/null -H "X-Request-ID: $tag-$i" "http://127.0.0.1:$LB_PORT/healthz"; done
 		hits=$(docker logs "$added" 2>&1 | grep -c "$tag" || true)
 		[ "$hits" -gt 0 ] && ok "the added replica served $hits of 40 requests" ||
 			bad "the added replica served none of 40 requests"

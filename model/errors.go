@@ -14,6 +14,7 @@ var (
 	ErrNotFound    = errors.New("not found")               // nothing matches
 	ErrConflict    = errors.New("conflict")                // the request contradicts recorded state
 	ErrLimit       = errors.New("limit reached")           // a per-dialogue cap is reached
+	ErrTooLarge    = errors.New("too large to answer")     // the answer exceeds what one response holds; ask for less
 	ErrFull        = errors.New("pending store is full")   // retry later
 	ErrUnavailable = errors.New("temporarily unavailable") // a dependency failed; retry later
 )

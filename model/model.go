@@ -2,8 +2,9 @@ package model
 
 import (
 	"fmt"
+	"hash/maphash"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -68,10 +69,14 @@ type CustomerRecord struct {
 	Erasure  *Erasure
 }
 
-// Filter selects consented messages. Empty fields match everything.
+// Filter selects consented messages. Empty fields, and zero times, match
+// everything.
 type Filter struct {
 	Language   string
 	CustomerID string
+	DialogueID string
+	Since      time.Time // createdAt at or after Since
+	Until      time.Time // createdAt before Until
 }
 
 // Position is a place in the newest-first order of consented messages.
@@ -85,6 +90,13 @@ const (
 	DefaultLimit = 100
 	MaxLimit     = 1000
 )
+
+// Dialogue is a consented dialogue as stored: its messages, oldest first,
+// and its latest decision, a consent.
+type Dialogue struct {
+	Decision Decision
+	Messages []StoredMessage
+}
 
 // Query asks for one page of consented messages, from the position Cursor
 // names (from the newest when empty).
@@ -132,26 +144,22 @@ var idByte = func() (t [256]bool) {
 	return t
 }()
 
-// canonicalTags caches the canonical form of every tag seen, so that each
-// distinct language is parsed once and its string shared by every message.
-var canonicalTags sync.Map // string → string
-
-// maxCachedTags bounds canonicalTags against a flood of distinct tags.
-const maxCachedTags = 4096
-
-var cachedTags struct {
-	sync.Mutex
-	n int
-}
+// MaxLanguageLength is the longest language tag accepted, in bytes. RFC 5646
+// §4.4.1 asks that at least 35 characters be accepted; the tags people use
+// fit in far fewer, and a longer one is refused before it is parsed.
+const MaxLanguageLength = 64
 
 // CanonicalLanguage parses s as a BCP 47 tag, case-insensitively, and
 // returns its canonical form ("EN" → "en", "zh-hant-tw" → "zh-Hant-TW").
 func CanonicalLanguage(s string) (string, error) {
-	if v, ok := canonicalTags.Load(s); ok {
-		return v.(string), nil
-	}
-	if s == "" {
+	switch {
+	case s == "":
 		return "", fmt.Errorf("is required: a BCP 47 language tag such as \"en\" or \"pt-BR\"")
+	case len(s) > MaxLanguageLength:
+		return "", fmt.Errorf("is %d bytes long; a language tag may be at most %d bytes", len(s), MaxLanguageLength)
+	}
+	if c, ok := canonicalTags.get(s); ok {
+		return c, nil
 	}
 	// x/text also takes "_" as a separator; BCP 47 does not.
 	tag, err := language.Parse(s)
@@ -159,13 +167,48 @@ func CanonicalLanguage(s string) (string, error) {
 		return "", fmt.Errorf("is not a well-formed BCP 47 language tag, such as \"en\" or \"pt-BR\"")
 	}
 	c := tag.String()
-	cachedTags.Lock()
-	if cachedTags.n < maxCachedTags {
-		cachedTags.n++
-		canonicalTags.Store(s, c)
-	}
-	cachedTags.Unlock()
+	canonicalTags.put(s, c)
 	return c, nil
+}
+
+// canonicalTags remembers the canonical form of tags recently seen, so that
+// the few languages a deployment sees are parsed once (parsing costs about a
+// quarter of an ingestion) and their canonical strings are shared by every
+// message.
+var canonicalTags = newTagCache()
+
+// tagSlots is how many tags canonicalTags holds at most, a power of two.
+const tagSlots = 256
+
+// tagCache is a fixed array of slots, each picked by a hash of the tag as
+// given; a tag takes over its slot from whatever tag was there. Only tags
+// that parsed are put in, so whatever it is fed it holds at most tagSlots
+// entries of at most 2 × MaxLanguageLength bytes: a flood of distinct tags
+// costs parsing, never memory.
+type tagCache struct {
+	seed  maphash.Seed
+	slots [tagSlots]atomic.Pointer[tagEntry]
+}
+
+type tagEntry struct{ tag, canonical string }
+
+func newTagCache() *tagCache { return &tagCache{seed: maphash.MakeSeed()} }
+
+func (c *tagCache) slot(tag string) *atomic.Pointer[tagEntry] {
+	return &c.slots[maphash.String(c.seed, tag)&(tagSlots-1)]
+}
+
+func (c *tagCache) get(tag string) (string, bool) {
+	if e := c.slot(tag).Load(); e != nil && e.tag == tag {
+		return e.canonical, true
+	}
+	return "", false
+}
+
+// put remembers the canonical form of a tag that parsed. The tag is copied:
+// it may share the memory of a whole request.
+func (c *tagCache) put(tag, canonical string) {
+	c.slot(tag).Store(&tagEntry{tag: strings.Clone(tag), canonical: canonical})
 }
 
 // ValidateText reports whether s is acceptable message text: valid UTF-8,

@@ -1,8 +1,12 @@
 package model
 
 import (
+	"bytes"
+	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/text/language"
 )
 
 func TestValidateID(t *testing.T) {
@@ -56,6 +60,61 @@ func TestCanonicalLanguage(t *testing.T) {
 	}
 }
 
+// longTag is a well-formed tag of n bytes: prefix, a tag that ends with a
+// private-use subtag (e.g. "en-x"), and subtags of up to eight fill bytes.
+func longTag(prefix string, n int, fill byte) string {
+	b := []byte(prefix)
+	for r := n - len(b); r > 0; r = n - len(b) {
+		k := min(9, r) // "-" and up to eight characters
+		if r-k == 1 {  // leave room for "-" and a character
+			k--
+		}
+		b = append(b, '-')
+		b = append(b, bytes.Repeat([]byte{fill}, k-1)...)
+	}
+	return string(b)
+}
+
+func TestCanonicalLanguageLength(t *testing.T) {
+	for _, n := range []int{35, MaxLanguageLength} {
+		tag := longTag("en-x", n, 'a')
+		if len(tag) != n {
+			t.Fatalf("longTag(%d) is %d bytes", n, len(tag))
+		}
+		if got, err := CanonicalLanguage(strings.ToUpper(tag)); err != nil || got != tag {
+			t.Errorf("a tag of %d bytes: %q, %v; want %q", n, got, err, tag)
+		}
+	}
+	for _, n := range []int{MaxLanguageLength + 1, 18 << 10} {
+		_, err := CanonicalLanguage(longTag("en-x", n, 'b'))
+		if err == nil || !strings.Contains(err.Error(), "at most 64 bytes") {
+			t.Errorf("a tag of %d bytes: %v; want an error naming the bound", n, err)
+		}
+	}
+}
+
+// TestLanguageCacheIsBounded: however many distinct tags arrive, accepted
+// or not, the cache holds at most its slots, and never a rejected tag.
+func TestLanguageCacheIsBounded(t *testing.T) {
+	for i := range 20_000 {
+		tag := longTag("en-x-"+strconv.FormatInt(int64(i), 36), 16+i%48, 'a')
+		if _, err := CanonicalLanguage(tag); err != nil {
+			t.Fatalf("%q: %v", tag, err)
+		}
+		_, _ = CanonicalLanguage(tag + "!")                                       // malformed
+		_, _ = CanonicalLanguage(longTag("en-x", MaxLanguageLength+1+i%100, 'b')) // too long
+	}
+	entries, bytes := canonicalTags.size()
+	if entries > tagSlots || bytes > tagSlots*2*MaxLanguageLength {
+		t.Fatalf("cache holds %d entries of %d bytes, want at most %d of %d", entries, bytes, tagSlots, tagSlots*2*MaxLanguageLength)
+	}
+	for _, tag := range canonicalTags.tags() {
+		if _, err := language.Parse(tag); err != nil || len(tag) > MaxLanguageLength {
+			t.Fatalf("cache holds a rejected tag %q", tag)
+		}
+	}
+}
+
 func TestValidateText(t *testing.T) {
 	for _, tc := range []struct {
 		text string
@@ -88,4 +147,27 @@ func TestValidationError(t *testing.T) {
 	if got, want := v.Err().Error(), "text: is empty; language: is required"; got != want {
 		t.Fatalf("Error() = %q, want %q", got, want)
 	}
+}
+
+// size reports how many entries the cache holds and the bytes of their
+// strings.
+func (c *tagCache) size() (entries, bytes int) {
+	for i := range c.slots {
+		if e := c.slots[i].Load(); e != nil {
+			entries++
+			bytes += len(e.tag) + len(e.canonical)
+		}
+	}
+	return entries, bytes
+}
+
+// tags returns the tags the cache holds, as given.
+func (c *tagCache) tags() []string {
+	var tags []string
+	for i := range c.slots {
+		if e := c.slots[i].Load(); e != nil {
+			tags = append(tags, e.tag)
+		}
+	}
+	return tags
 }

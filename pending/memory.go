@@ -25,7 +25,7 @@ type Memory struct {
 
 	dialogues    atomic.Int64 // pending dialogues in all shards, expired but unswept ones included
 	messages     atomic.Int64 // their messages
-	bytes        atomic.Int64 // their text
+	bytes        atomic.Int64 // their messages, as size counts them
 	expiredTotal atomic.Int64 // dialogues dropped at their TTL, ever
 
 	// walking serialises the walks over every shard that drop expired

@@ -69,8 +69,9 @@ type Taken struct {
 // Counts is what a store holds and has expired.
 type Counts struct {
 	Dialogues, Messages int64
-	Bytes               int64 // of message text
+	Bytes               int64 // of messages, as size counts them
 	Expired             int64 // dialogues dropped at their TTL, ever
+	Lost                int64 // dialogues dropped at their decision for having lived through a failover of the store, ever
 }
 
 // Limits are the rules every store enforces.
@@ -78,7 +79,7 @@ type Limits struct {
 	TTL          time.Duration // idle time after which a dialogue is dropped
 	MaxDialogues int           // pending dialogues at most
 	MaxMessages  int           // pending messages per dialogue at most
-	MaxBytes     int64         // pending message text in all dialogues at most, in bytes
+	MaxBytes     int64         // pending messages (text and language tag) in all dialogues at most, in bytes
 }
 
 func (l Limits) check() error {
@@ -115,12 +116,15 @@ func tooManyDialogues(max int) error {
 	return model.Errorf(model.ErrFull, fmt.Sprintf("the service holds %d pending dialogues, the most it can; retry later", max))
 }
 
-// tooManyBytes refuses a message that would take the pending text past max
-// bytes, whatever its dialogue: memory, not the count of dialogues, is what
-// runs out.
+// tooManyBytes refuses a message that would take the pending messages past
+// max bytes, whatever its dialogue: memory, not the count of dialogues, is
+// what runs out.
 func tooManyBytes(max int64) error {
-	return model.Errorf(ErrFullBytes, fmt.Sprintf("the service holds %d bytes of pending text, the most it can; retry later", max))
+	return model.Errorf(ErrFullBytes, fmt.Sprintf("the service holds %d bytes of pending messages, the most it can; retry later", max))
 }
 
-// size is what a message counts against the byte cap.
-func size(m model.Message) int64 { return int64(len(m.Text)) }
+// size is what a message counts against the byte cap: every byte of its own
+// it holds, its text and its language tag. (Its dialogue's ids, and the few
+// bytes of bookkeeping per message, are bounded by max_pending and
+// max_messages instead.)
+func size(m model.Message) int64 { return int64(len(m.Text) + len(m.Language)) }

@@ -3,13 +3,14 @@ package pending
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
 
 	"github.com/data-api/data-api/model"
 )
@@ -17,31 +18,62 @@ import (
 // RedisOptions configures the Redis store.
 type RedisOptions struct {
 	Limits
-	URL    string // redis://[:password@]host:port/db
-	Prefix string // of every key, so that several deployments can share a server
+	// URL names a plain server: redis://[[user]:password@]host:port/db, or
+	// rediss:// for TLS. Unused with Sentinel.
+	URL      string
+	Sentinel Sentinel
+	Prefix   string // of every key, so that several deployments can share a server
 	// TakeTimeout is how long a dialogue taken for a decision stays taken
 	// when its taker never ends the take (the process died mid-decision);
 	// after that any instance may take it again.
 	TakeTimeout time.Duration
 }
 
+// Sentinel names a primary that Redis Sentinel watches: the store asks the
+// sentinels where the primary is, and follows it when they fail it over.
+type Sentinel struct {
+	Master   string   // the name the sentinels know the primary by; empty: no Sentinel
+	Addrs    []string // the sentinels, host:port
+	Password string   // the sentinels' own password, if any
+	// RedisPassword and DB are the primary's: its password (requirepass),
+	// if any, and the database number.
+	RedisPassword string
+	DB            int
+}
+
 // Redis is the Store shared by every instance of the service, so that any
 // instance serves any dialogue. Each operation is one Lua script, atomic
 // across instances. The idle TTL is key expiry, refreshed by every message;
-// times are the Redis server's.
+// times are the Redis server's. Scripts of concurrent requests share a few
+// connections and are pipelined (rueidis), so that a message costs Redis a
+// script, not a round trip on a connection of its own.
+//
+// Redis replicates asynchronously, so a failover (Sentinel's) may lose what
+// the old primary acknowledged last, from any dialogue. A dialogue records
+// the primary's replication history it started in, and one that lived
+// through a failover is dropped when taken for its decision: its consent
+// answers 404, never stores it in part.
 //
 // Keys, below the prefix: d:{id} a hash (customer, deadline, take token and
-// its deadline, epoch), m:{id} the list of messages, c:{customer} the set of
-// the customer's dialogues, and pending (a sorted set of dialogue ids by the
-// time they may expire), counts (messages per dialogue), total, sizes (bytes
-// per dialogue), bytes, expired and epoch for the caps and gauges. The
-// scripts name keys they compute, so Redis Cluster is not supported.
+// its deadline, epoch, replication history), m:{id} the list of messages,
+// c:{customer} the set of the customer's dialogues, and pending (a sorted
+// set of dialogue ids by the time they may expire), counts (messages per
+// dialogue), total, sizes (bytes per dialogue), bytes, expired, lost and
+// epoch for the caps and gauges. The scripts name keys they compute, so Redis Cluster
+// is not supported.
 type Redis struct {
-	rdb *redis.Client
-	o   RedisOptions
+	c    rueidis.Client
+	o    RedisOptions
+	keys []string // the keys every script gets
 }
 
-// OpenRedis connects to Redis and checks that it answers.
+// sentinelRefresh is how often the store asks the sentinels where the
+// primary is, beside following their failover announcements, so that one
+// missed announcement cannot bind it to a demoted primary for long.
+const sentinelRefresh = 2 * time.Second
+
+// OpenRedis connects to Redis, through Sentinel when o.Sentinel.Master is
+// set, and checks that it answers.
 func OpenRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	err := o.Limits.check()
 	if o.TakeTimeout <= 0 {
@@ -50,20 +82,65 @@ func OpenRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts, err := redis.ParseURL(o.URL)
+	opt, err := clientOption(o)
 	if err != nil {
-		return nil, fmt.Errorf("redis url: %w", err)
+		return nil, err
 	}
-	rdb := redis.NewClient(opts)
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		rdb.Close()
+	c, err := rueidis.NewClient(opt)
+	if err != nil {
 		return nil, unavailable(ctx, "connect to redis", err)
 	}
-	return &Redis{rdb: rdb, o: o}, nil
+	if err := c.Do(ctx, c.B().Ping().Build()).Error(); err != nil {
+		c.Close()
+		return nil, unavailable(ctx, "connect to redis", err)
+	}
+	k := []string{"pending", "counts", "total", "expired", "epoch", "sizes", "bytes", "lost"}
+	for i := range k {
+		k[i] = o.Prefix + k[i]
+	}
+	return &Redis{c: c, o: o, keys: k}, nil
+}
+
+// clientOption turns o into rueidis's options: a plain server from the URL,
+// or the sentinels.
+func clientOption(o RedisOptions) (rueidis.ClientOption, error) {
+	var opt rueidis.ClientOption
+	if s := o.Sentinel; s.Master != "" {
+		if len(s.Addrs) == 0 {
+			return opt, errors.New("redis sentinel: no sentinel address")
+		}
+		opt = rueidis.ClientOption{
+			InitAddress: s.Addrs,
+			Password:    s.RedisPassword,
+			SelectDB:    s.DB,
+			Sentinel: rueidis.SentinelOption{
+				MasterSet:               s.Master,
+				Password:                s.Password,
+				TopologyRefreshInterval: sentinelRefresh,
+			},
+		}
+	} else {
+		var err error
+		if opt, err = rueidis.ParseURL(o.URL); err != nil {
+			return opt, fmt.Errorf("redis url: %w", err)
+		}
+		if opt.TLSConfig != nil {
+			opt.TLSConfig.MinVersion = tls.VersionTLS12
+		}
+	}
+	// No client-side cache (the store reads nothing twice), and a command
+	// that cannot be written within this time fails rather than waits for
+	// TCP keep-alives to give up.
+	opt.DisableCache = true
+	opt.ConnWriteTimeout = 3 * time.Second
+	return opt, nil
 }
 
 // Close closes the connections.
-func (r *Redis) Close() error { return r.rdb.Close() }
+func (r *Redis) Close() error {
+	r.c.Close()
+	return nil
+}
 
 // unavailable wraps a Redis error as model.ErrUnavailable for op, keeping
 // the context's error detectable when ctx has ended.
@@ -74,14 +151,15 @@ func unavailable(ctx context.Context, op string, err error) error {
 	return fmt.Errorf("%s: %w: %w", op, model.ErrUnavailable, err)
 }
 
-// keys are the keys every script gets; the first argument of every script
-// is the prefix, from which the scripts make the keys of one dialogue.
-func (r *Redis) keys() []string {
-	k := []string{"pending", "counts", "total", "expired", "epoch", "sizes", "bytes"}
-	for i := range k {
-		k[i] = r.o.Prefix + k[i]
-	}
-	return k
+// newScript returns a script of the prelude and body, run by its SHA-1 and
+// sent whole when the server does not know it yet (a new server, or a
+// primary that failed over).
+func newScript(body string) *rueidis.Lua { return rueidis.NewLuaScript(prelude + body) }
+
+// run runs s with the keys every script gets and args, the first of which
+// is the prefix.
+func (r *Redis) run(ctx context.Context, s *rueidis.Lua, args ...string) rueidis.RedisResult {
+	return s.Exec(ctx, r.c, r.keys, append([]string{r.o.Prefix}, args...))
 }
 
 // What a script answers when it has no data to return.
@@ -104,7 +182,7 @@ const reclaimBatch = 500
 // pending.
 var prelude = fmt.Sprintf(`
 local BUSY, CONFLICT, LIMIT, NOT_LIVE, FULL, FULL_BYTES, RECLAIM, RECLAIM_BATCH = %d, %d, %d, %d, %d, %d, %d, %d
-local PENDING, COUNTS, TOTAL, EXPIRED, EPOCH, SIZES, BYTES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local PENDING, COUNTS, TOTAL, EXPIRED, EPOCH, SIZES, BYTES, LOST = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local PREFIX = ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -161,6 +239,13 @@ local function live(id)
   return 'live', h[1], dl
 end
 
+-- history names the primary's replication history (its replication id). A
+-- failover starts a new one: the promoted replica may lack what the old
+-- primary acknowledged last, and takes a new id.
+local function history()
+  return string.match(redis.call('INFO', 'replication'), 'master_replid:(%%w+)')
+end
+
 -- reclaim drops up to RECLAIM_BATCH expired dialogues and tells whether
 -- more remain. Every dialogue is scored by the time it may expire, so those
 -- scored in the past have expired, but for a score left behind, which is
@@ -176,7 +261,7 @@ end
 
 // ARGV: prefix, id, customer, ttl ms, max dialogues, max messages, max
 // bytes, start ("1" or "0"), encoded message, its size.
-var addScript = redis.NewScript(prelude + `
+var addScript = newScript(`
 local id, customer, size, start = ARGV[2], ARGV[3], tonumber(ARGV[10]), ARGV[8] == '1'
 local state, owner = live(id)
 if state == 'busy' then return BUSY end
@@ -201,7 +286,7 @@ end
 if r then return r end
 local D, M = dkey(id), mkey(id)
 if state ~= 'live' then
-  redis.call('HSET', D, 'c', customer, 'ep', redis.call('INCR', EPOCH))
+  redis.call('HSET', D, 'c', customer, 'ep', redis.call('INCR', EPOCH), 'h', history())
   redis.call('SADD', ckey(customer), id)
 end
 local n = redis.call('HINCRBY', COUNTS, id, 1)
@@ -219,12 +304,22 @@ return n
 `)
 
 // ARGV: prefix, id, token, take timeout ms.
-var takeScript = redis.NewScript(prelude + `
+var takeScript = newScript(`
 local id = ARGV[2]
 local state, owner = live(id)
 if state == 'busy' then return {BUSY} end
 if state == 'none' then return {0} end
 local D, M = dkey(id), mkey(id)
+-- A dialogue started in an earlier history lived through a failover, which
+-- may have lost any of its messages: it is dropped, never stored in part.
+-- (One started before the field existed is not known to have.)
+local h = redis.call('HGET', D, 'h')
+if h and h ~= history() then
+  drop(id)
+  redis.call('SREM', ckey(owner), id)
+  redis.call('INCR', LOST)
+  return {0}
+end
 local bu = now + tonumber(ARGV[4])
 redis.call('HSET', D, 'busy', ARGV[3], 'bu', bu)
 local keep = math.max(bu, tonumber(redis.call('HGET', D, 'dl')))
@@ -237,7 +332,7 @@ return {1, owner, redis.call('LRANGE', M, 0, -1)}
 // ARGV: prefix, id, token, customer. A take that timed out may have been
 // ended by another instance since: the script then leaves the dialogue
 // alone.
-var dropScript = redis.NewScript(prelude + `
+var dropScript = newScript(`
 local id = ARGV[2]
 if redis.call('HGET', dkey(id), 'busy') ~= ARGV[3] then return 0 end
 drop(id)
@@ -246,7 +341,7 @@ return 1
 `)
 
 // ARGV: prefix, id, token.
-var restoreScript = redis.NewScript(prelude + `
+var restoreScript = newScript(`
 local id = ARGV[2]
 local D = dkey(id)
 if redis.call('HGET', D, 'busy') ~= ARGV[3] then return 0 end
@@ -264,7 +359,7 @@ return 1
 
 // ARGV: prefix, customer. Returns dialogues dropped, messages dropped,
 // dialogues still taken.
-var dropCustomerScript = redis.NewScript(prelude + `
+var dropCustomerScript = newScript(`
 local C = ckey(ARGV[2])
 local dropped, messages, busy = 0, 0, 0
 for _, id in ipairs(redis.call('SMEMBERS', C)) do
@@ -283,7 +378,7 @@ return {dropped, messages, busy}
 `)
 
 // ARGV: prefix. Returns 1 when more expired dialogues remain.
-var sweepScript = redis.NewScript(prelude + `
+var sweepScript = newScript(`
 if reclaim() then return 1 end
 return 0
 `)
@@ -339,9 +434,8 @@ func (r *Redis) Start(ctx context.Context, m model.Message) (int, error) {
 func (r *Redis) add(ctx context.Context, m model.Message, start string) (int, error) {
 	l := r.o.Limits
 	for attempt := 0; ; attempt++ {
-		res, err := addScript.Run(ctx, r.rdb, r.keys(), r.o.Prefix,
-			m.DialogueID, m.CustomerID, l.TTL.Milliseconds(), l.MaxDialogues, l.MaxMessages, l.MaxBytes,
-			start, encodeMessage(m), size(m)).Int()
+		res, err := r.run(ctx, addScript, m.DialogueID, m.CustomerID, itoa(l.TTL.Milliseconds()), itoa(l.MaxDialogues),
+			itoa(l.MaxMessages), itoa(l.MaxBytes), start, encodeMessage(m), itoa(size(m))).AsInt64()
 		if err != nil {
 			return 0, unavailable(ctx, "add pending message", err)
 		}
@@ -364,18 +458,22 @@ func (r *Redis) add(ctx context.Context, m model.Message, start string) (int, er
 		case resFullBytes:
 			return 0, tooManyBytes(l.MaxBytes)
 		}
-		return res, nil
+		return int(res), nil
 	}
 }
 
 func (r *Redis) Take(ctx context.Context, dialogueID string) (*Taken, error) {
 	token := rand.Text()
 	for attempt := 0; ; attempt++ {
-		res, err := takeScript.Run(ctx, r.rdb, r.keys(), r.o.Prefix, dialogueID, token, r.o.TakeTimeout.Milliseconds()).Slice()
+		res, err := r.run(ctx, takeScript, dialogueID, token, itoa(r.o.TakeTimeout.Milliseconds())).ToArray()
 		if err != nil {
 			return nil, unavailable(ctx, "take pending dialogue", err)
 		}
-		switch res[0].(int64) {
+		state, err := res[0].AsInt64()
+		if err != nil {
+			return nil, unavailable(ctx, "take pending dialogue", err)
+		}
+		switch state {
 		case resBusy:
 			if err := waitTaken(ctx, attempt); err != nil {
 				return nil, err
@@ -384,11 +482,17 @@ func (r *Redis) Take(ctx context.Context, dialogueID string) (*Taken, error) {
 		case 0:
 			return nil, nil
 		}
-		customer := res[1].(string)
-		raw := res[2].([]any)
+		customer, err := res[1].ToString()
+		if err != nil {
+			return nil, unavailable(ctx, "take pending dialogue", err)
+		}
+		raw, err := res[2].AsStrSlice()
+		if err != nil {
+			return nil, unavailable(ctx, "take pending dialogue", err)
+		}
 		t := &Taken{DialogueID: dialogueID, CustomerID: customer, token: token, Messages: make([]model.Message, len(raw))}
 		for i, v := range raw {
-			if t.Messages[i], err = decodeMessage(v.(string), dialogueID, customer); err != nil {
+			if t.Messages[i], err = decodeMessage(v, dialogueID, customer); err != nil {
 				return nil, err
 			}
 		}
@@ -400,14 +504,14 @@ func (r *Redis) Take(ctx context.Context, dialogueID string) (*Taken, error) {
 // instance took it since; a consent retried after that stores nothing twice,
 // since every message has a unique key.
 func (r *Redis) Drop(ctx context.Context, t *Taken) error {
-	if err := dropScript.Run(ctx, r.rdb, r.keys(), r.o.Prefix, t.DialogueID, t.token, t.CustomerID).Err(); err != nil {
+	if err := r.run(ctx, dropScript, t.DialogueID, t.token, t.CustomerID).Error(); err != nil {
 		return unavailable(ctx, "drop decided dialogue", err)
 	}
 	return nil
 }
 
 func (r *Redis) Restore(ctx context.Context, t *Taken) error {
-	if err := restoreScript.Run(ctx, r.rdb, r.keys(), r.o.Prefix, t.DialogueID, t.token).Err(); err != nil {
+	if err := r.run(ctx, restoreScript, t.DialogueID, t.token).Error(); err != nil {
 		return unavailable(ctx, "restore pending dialogue", err)
 	}
 	return nil
@@ -415,7 +519,10 @@ func (r *Redis) Restore(ctx context.Context, t *Taken) error {
 
 func (r *Redis) DropCustomer(ctx context.Context, customerID string) (dialogues, messages int, err error) {
 	for attempt := 0; ; attempt++ {
-		res, err := dropCustomerScript.Run(ctx, r.rdb, r.keys(), r.o.Prefix, customerID).Int64Slice()
+		res, err := r.run(ctx, dropCustomerScript, customerID).AsIntSlice()
+		if err == nil && len(res) != 3 {
+			err = fmt.Errorf("unexpected reply of %d integers", len(res))
+		}
 		if err != nil {
 			return dialogues, messages, unavailable(ctx, "drop pending dialogues", err)
 		}
@@ -432,7 +539,7 @@ func (r *Redis) DropCustomer(ctx context.Context, customerID string) (dialogues,
 
 func (r *Redis) Sweep(ctx context.Context) error {
 	for {
-		more, err := sweepScript.Run(ctx, r.rdb, r.keys(), r.o.Prefix).Int()
+		more, err := r.run(ctx, sweepScript).AsInt64()
 		if err != nil {
 			return unavailable(ctx, "sweep pending dialogues", err)
 		}
@@ -443,16 +550,22 @@ func (r *Redis) Sweep(ctx context.Context) error {
 }
 
 func (r *Redis) Counts(ctx context.Context) (Counts, error) {
-	pipe := r.rdb.Pipeline()
-	dialogues := pipe.ZCard(ctx, r.o.Prefix+"pending")
-	messages := pipe.Get(ctx, r.o.Prefix+"total")
-	size := pipe.Get(ctx, r.o.Prefix+"bytes")
-	expired := pipe.Get(ctx, r.o.Prefix+"expired")
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return Counts{}, unavailable(ctx, "read pending counts", err)
+	b := r.c.B()
+	res := r.c.DoMulti(ctx,
+		b.Zcard().Key(r.o.Prefix+"pending").Build(),
+		b.Get().Key(r.o.Prefix+"total").Build(),
+		b.Get().Key(r.o.Prefix+"bytes").Build(),
+		b.Get().Key(r.o.Prefix+"expired").Build(),
+		b.Get().Key(r.o.Prefix+"lost").Build())
+	var v [5]int64
+	for i, x := range res {
+		n, err := x.AsInt64()
+		if err != nil && !rueidis.IsRedisNil(err) {
+			return Counts{}, unavailable(ctx, "read pending counts", err)
+		}
+		v[i] = n
 	}
-	m, _ := messages.Int64()
-	b, _ := size.Int64()
-	e, _ := expired.Int64()
-	return Counts{Dialogues: dialogues.Val(), Messages: m, Bytes: b, Expired: e}, nil
+	return Counts{Dialogues: v[0], Messages: v[1], Bytes: v[2], Expired: v[3], Lost: v[4]}, nil
 }
+
+func itoa[T int | int64](n T) string { return strconv.FormatInt(int64(n), 10) }

@@ -69,19 +69,55 @@ func TestRedisSweepPassesTakenDialogues(t *testing.T) {
 func TestRedisReclaimsMoreThanABatch(t *testing.T) {
 	ctx := context.Background()
 	const ttl, n = 200 * time.Millisecond, 2*reclaimBatch + 10
-	s := openRedis(t, limits(func(l *Limits) { l.TTL, l.MaxDialogues, l.MaxBytes = ttl, n+1, n }), time.Minute)
+	s := openRedis(t, limits(func(l *Limits) { l.TTL, l.MaxDialogues, l.MaxBytes = ttl, n+1, 3*n }), time.Minute)
 	for i := range n {
 		if _, err := s.Start(ctx, model.Message{CustomerID: "c", DialogueID: "d" + strconv.Itoa(i), Language: "en", Text: "x", CreatedAt: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	time.Sleep(ttl + 100*time.Millisecond)
-	// A text of the whole byte cap needs every expired dialogue gone.
-	whole := model.Message{CustomerID: "c", DialogueID: "new", Language: "en", Text: strings.Repeat("x", n), CreatedAt: time.Now()}
+	// A message of the whole byte cap (its text and tag) needs every
+	// expired dialogue gone.
+	whole := model.Message{CustomerID: "c", DialogueID: "new", Language: "en", Text: strings.Repeat("x", 3*n-len("en")), CreatedAt: time.Now()}
 	if _, err := s.Start(ctx, whole); err != nil {
 		t.Fatalf("a new dialogue with every other one expired: %v", err)
 	}
-	if c := counts(t, s); c.Dialogues != 1 || c.Bytes != n || c.Expired != n {
+	if c := counts(t, s); c.Dialogues != 1 || c.Bytes != 3*n || c.Expired != n {
 		t.Fatalf("counts %+v, want 1 live and %d expired", c, n)
+	}
+}
+
+// TestRedisDialogueOfAnEarlierHistoryIsDropped: a dialogue started before
+// a failover (here, its recorded replication history changed by hand) is
+// dropped when taken, counts and all; one started before histories were
+// recorded is taken as before.
+func TestRedisDialogueOfAnEarlierHistoryIsDropped(t *testing.T) {
+	ctx := t.Context()
+	s := openRedis(t, limits(nil), time.Minute)
+	for _, id := range []string{"across", "legacy"} {
+		for range 2 {
+			m := model.Message{CustomerID: "c", DialogueID: id, Language: "en", Text: "xy", CreatedAt: time.Now()}
+			if _, err := s.Start(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, cmd := range [][]string{{"HSET", s.o.Prefix + "d:across", "h", "0123456789abcdef0123456789abcdef01234567"}, {"HDEL", s.o.Prefix + "d:legacy", "h"}} {
+		if err := s.c.Do(ctx, s.c.B().Arbitrary(cmd...).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tk := take(t, s, "across"); tk != nil {
+		t.Fatalf("a dialogue of an earlier history was taken: %+v", tk)
+	}
+	legacy := model.Message{Language: "en", Text: "xy"}
+	if c := counts(t, s); c.Dialogues != 1 || c.Messages != 2 || c.Bytes != 2*size(legacy) || c.Lost != 1 {
+		t.Fatalf("counts %+v, want only the legacy dialogue, and one lost", c)
+	}
+	if n, err := s.Start(ctx, model.Message{CustomerID: "c2", DialogueID: "across", Language: "en", Text: "z", CreatedAt: time.Now()}); n != 1 || err != nil {
+		t.Fatalf("the dropped dialogue's id starts anew: %d, %v", n, err)
+	}
+	if tk := take(t, s, "legacy"); tk == nil || len(tk.Messages) != 2 {
+		t.Fatalf("the legacy dialogue: %+v", tk)
 	}
 }

@@ -35,13 +35,30 @@ var backends = []backend{
 		// Redis expires keys by its own clock.
 		return openRedis(t, l, time.Minute), time.Now, time.Sleep
 	}},
+	{"sentinel", func(t *testing.T, l Limits) (Store, func() time.Time, func(time.Duration)) {
+		// The primary of a Sentinel group.
+		master, addrs := testserver.Sentinel(t)
+		r, err := OpenRedis(t.Context(), RedisOptions{
+			Limits: l, Sentinel: Sentinel{Master: master, Addrs: addrs}, Prefix: testPrefix(t), TakeTimeout: time.Minute,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r, time.Now, time.Sleep
+	}},
+}
+
+// testPrefix is a Redis key prefix of the test's own.
+func testPrefix(t *testing.T) string {
+	return fmt.Sprintf("test:%s:%d:", t.Name(), time.Now().UnixNano())
 }
 
 // openRedis connects to the test Redis with a key prefix of the test's own.
 func openRedis(t *testing.T, l Limits, takeTimeout time.Duration) *Redis {
 	t.Helper()
 	r, err := OpenRedis(t.Context(), RedisOptions{
-		Limits: l, URL: testserver.Redis(t), Prefix: fmt.Sprintf("test:%s:%d:", t.Name(), time.Now().UnixNano()), TakeTimeout: takeTimeout,
+		Limits: l, URL: testserver.Redis(t), Prefix: testPrefix(t), TakeTimeout: takeTimeout,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +86,7 @@ var suite = []struct {
 	{"MaxMessagesExactly", testMaxMessagesExactly},
 	{"MaxDialoguesExactly", testMaxDialoguesExactly},
 	{"MaxBytesExactly", testMaxBytesExactly},
+	{"TagBytesCount", testTagBytesCount},
 	{"ExpiredButUnsweptCountsForNothing", testExpiredButUnsweptCountsForNothing},
 	{"TTLSlidesWithEachMessage", testTTLSlidesWithEachMessage},
 	{"TakeDropRestore", testTakeDropRestore},
@@ -95,8 +113,12 @@ type messages struct {
 	now func() time.Time
 }
 
+// lang is the language of the test messages: its bytes count against the
+// byte cap with the text's.
+const lang = "en"
+
 func (ms messages) msg(customer, dialogue, text string) model.Message {
-	return model.Message{CustomerID: customer, DialogueID: dialogue, Language: "en", Text: text, CreatedAt: ms.now()}
+	return model.Message{CustomerID: customer, DialogueID: dialogue, Language: lang, Text: text, CreatedAt: ms.now()}
 }
 
 // add appends or, for a dialogue not live, starts, and requires n messages.
@@ -167,7 +189,7 @@ func testAppendNeedsALiveDialogue(t *testing.T, b backend) {
 	if n, err := s.Start(t.Context(), ms.msg("c", "d", "late start")); err != nil || n != 3 {
 		t.Fatalf("Start of a live dialogue: %d, %v", n, err)
 	}
-	wantCounts(t, s, Counts{Dialogues: 1, Messages: 3, Bytes: int64(len("hello" + "again" + "late start"))})
+	wantCounts(t, s, Counts{Dialogues: 1, Messages: 3, Bytes: int64(len("hello" + "again" + "late start" + lang + lang + lang))})
 	tk := take(t, s, "d")
 	if tk.CustomerID != "c" || fmt.Sprint(texts(tk)) != "[hello again late start]" {
 		t.Fatalf("taken %+v", tk)
@@ -186,7 +208,7 @@ func testOwnerIsTheFirstCustomer(t *testing.T, b backend) {
 	ms.refused(model.ErrConflict, s.Append, "bob", "d", "x")
 	ms.refused(model.ErrConflict, s.Start, "bob", "d", "x")
 	ms.add("alice", "d", "2", 2)
-	wantCounts(t, s, Counts{Dialogues: 1, Messages: 2, Bytes: 2})
+	wantCounts(t, s, Counts{Dialogues: 1, Messages: 2, Bytes: int64(2 * (1 + len(lang)))})
 }
 
 func testMaxMessagesExactly(t *testing.T, b backend) {
@@ -198,7 +220,7 @@ func testMaxMessagesExactly(t *testing.T, b backend) {
 	ms.refused(model.ErrLimit, s.Append, "c", "d", "x")
 	ms.refused(model.ErrLimit, s.Start, "c", "d", "x")
 	ms.add("c", "other", "x", 1)
-	wantCounts(t, s, Counts{Dialogues: 2, Messages: 4, Bytes: 4})
+	wantCounts(t, s, Counts{Dialogues: 2, Messages: 4, Bytes: int64(4 * (1 + len(lang)))})
 }
 
 func testMaxDialoguesExactly(t *testing.T, b backend) {
@@ -217,33 +239,61 @@ func testMaxDialoguesExactly(t *testing.T, b backend) {
 		t.Fatal(err)
 	}
 	ms.add("c", "d3", "x", 1)
-	wantCounts(t, s, Counts{Dialogues: 2, Messages: 2, Bytes: 2})
+	wantCounts(t, s, Counts{Dialogues: 2, Messages: 2, Bytes: int64(2 * (1 + len(lang)))})
 }
 
 func testMaxBytesExactly(t *testing.T, b backend) {
-	s, now, _ := b.open(t, limits(func(l *Limits) { l.MaxBytes = 10 }))
+	s, now, _ := b.open(t, limits(func(l *Limits) { l.MaxBytes = 16 }))
 	ms := messages{t, s, now}
-	ms.add("c", "d1", "1234", 1)
+	ms.add("c", "d1", "1234", 1) // 4 bytes of text and 2 of tag
 	ms.add("c", "d1", "5678", 2)
 	// Past the cap, both an existing and a new dialogue are refused.
 	ms.refused(ErrFullBytes, s.Append, "c", "d1", "abc")
 	ms.refused(ErrFullBytes, s.Append, "c", "d2", "abc")
 	ms.refused(ErrFullBytes, s.Start, "c", "d2", "abc")
 	ms.add("c", "d2", "ab", 1) // exactly at the cap
-	wantCounts(t, s, Counts{Dialogues: 2, Messages: 3, Bytes: 10})
+	wantCounts(t, s, Counts{Dialogues: 2, Messages: 3, Bytes: 16})
 	// A decision frees its bytes.
 	if err := s.Drop(t.Context(), take(t, s, "d1")); err != nil {
 		t.Fatal(err)
 	}
-	ms.add("c", "d3", "12345678", 1)
-	wantCounts(t, s, Counts{Dialogues: 2, Messages: 2, Bytes: 10})
+	ms.add("c", "d3", "1234567890", 1)
+	wantCounts(t, s, Counts{Dialogues: 2, Messages: 2, Bytes: 16})
+}
+
+// testTagBytesCount: the cap counts every byte a message holds, its
+// language tag too, so that long tags cannot hold memory the cap ignores.
+func testTagBytesCount(t *testing.T, b backend) {
+	s, now, _ := b.open(t, limits(func(l *Limits) { l.MaxBytes = 64 }))
+	m := func(dialogue, text, language string) model.Message {
+		return model.Message{CustomerID: "c", DialogueID: dialogue, Language: language, Text: text, CreatedAt: now()}
+	}
+	long := "en-x-" + strings.Repeat("abcdefgh-", 6) + "abc" // 62 bytes
+	if _, err := s.Start(t.Context(), m("d1", "xyz", long)); !errors.Is(err, ErrFullBytes) {
+		t.Fatalf("3 bytes of text and 62 of tag under a cap of 64: %v, want %v", err, ErrFullBytes)
+	}
+	if _, err := s.Start(t.Context(), m("d1", "xy", long)); err != nil {
+		t.Fatal(err)
+	}
+	wantCounts(t, s, Counts{Dialogues: 1, Messages: 1, Bytes: 64})
+	if _, err := s.Start(t.Context(), m("d2", "", "x")); !errors.Is(err, ErrFullBytes) {
+		t.Fatalf("one byte of tag past the cap: %v, want %v", err, ErrFullBytes)
+	}
+	tk := take(t, s, "d1")
+	if got := tk.Messages[0].Language; got != long {
+		t.Fatalf("taken language %q, want %q", got, long)
+	}
+	if err := s.Drop(t.Context(), tk); err != nil {
+		t.Fatal(err)
+	}
+	wantCounts(t, s, Counts{})
 }
 
 // testExpiredButUnsweptCountsForNothing: caps count the live dialogues,
 // whatever the sweeper has done.
 func testExpiredButUnsweptCountsForNothing(t *testing.T, b backend) {
 	const ttl = 300 * time.Millisecond
-	s, now, advance := b.open(t, limits(func(l *Limits) { l.TTL, l.MaxDialogues, l.MaxBytes = ttl, 2, 8 }))
+	s, now, advance := b.open(t, limits(func(l *Limits) { l.TTL, l.MaxDialogues, l.MaxBytes = ttl, 2, 12 }))
 	ms := messages{t, s, now}
 	ms.add("c", "old1", "1234", 1)
 	ms.add("c", "old2", "1234", 1)
@@ -254,8 +304,8 @@ func testExpiredButUnsweptCountsForNothing(t *testing.T, b backend) {
 	ms.add("c", "new2", "5678", 1)
 	ms.refused(model.ErrFull, s.Start, "c", "new3", "x")
 	c := counts(t, s)
-	if c.Dialogues != 2 || c.Messages != 2 || c.Bytes != 8 || c.Expired != 2 {
-		t.Fatalf("counts %+v, want 2 live dialogues of 8 bytes and 2 expired", c)
+	if c.Dialogues != 2 || c.Messages != 2 || c.Bytes != 12 || c.Expired != 2 {
+		t.Fatalf("counts %+v, want 2 live dialogues of 12 bytes and 2 expired", c)
 	}
 }
 
@@ -376,7 +426,7 @@ func testDropCustomer(t *testing.T, b backend) {
 	if got := <-done; got != (result{1, 2}) {
 		t.Fatalf("DropCustomer dropped %+v, want 1 dialogue of 2 messages", got)
 	}
-	wantCounts(t, s, Counts{Dialogues: 1, Messages: 1, Bytes: 1})
+	wantCounts(t, s, Counts{Dialogues: 1, Messages: 1, Bytes: int64(1 + len(lang))})
 	ms.refused(model.ErrNotFound, s.Append, "alice", "a1", "3")
 }
 
@@ -391,7 +441,7 @@ func testSweepCountsExpired(t *testing.T, b backend) {
 	if err := s.Sweep(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	wantCounts(t, s, Counts{Dialogues: 1, Messages: 1, Bytes: 1, Expired: 1})
+	wantCounts(t, s, Counts{Dialogues: 1, Messages: 1, Bytes: int64(1 + len(lang)), Expired: 1})
 }
 
 func testParallelAppendsCountExactly(t *testing.T, b backend) {
@@ -414,7 +464,7 @@ func testParallelAppendsCountExactly(t *testing.T, b backend) {
 		})
 	}
 	wg.Wait()
-	wantCounts(t, s, Counts{Dialogues: 4, Messages: workers * each, Bytes: workers * each})
+	wantCounts(t, s, Counts{Dialogues: 4, Messages: workers * each, Bytes: int64(workers * each * (1 + len(lang)))})
 }
 
 func TestNewMemoryRejectsLimitsOutOfRange(t *testing.T) {

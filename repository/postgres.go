@@ -13,8 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
-
-	"github.com/data-api/data-api/model"
 )
 
 // postgresParams are set on every PostgreSQL connection. Sent in the startup
@@ -47,12 +45,12 @@ func newPostgres(dsn string) (dialect, error) {
 	return dialect{
 		writer:           postgresDialector(dsn, postgresParams),
 		reader:           postgresDialector(dsn, readerParams),
+		exporter:         postgresDialector(dsn, readerParams),
 		check:            checkPostgres,
 		migrateLock:      postgresMigrateLock,
 		syncSequence:     "SELECT setval(pg_get_serial_sequence('sealed_messages', 'id'), (SELECT max(id) FROM sealed_messages))",
 		scrub:            vacuumMessages(cfg),
 		interruptQueries: true,
-		exportPage:       postgresExportPage,
 		keysQuery:        "SELECT dialogue_id, customer_id, wrapped FROM dialogue_keys WHERE dialogue_id IN (SELECT jsonb_array_elements_text($1::jsonb))",
 	}, nil
 }
@@ -61,17 +59,6 @@ func newPostgres(dsn string) (dialect, error) {
 // ends: PostgreSQL's DDL is transactional, so the next process to migrate
 // finds the tables made. The key is a constant of this package's own.
 const postgresMigrateLock = "SELECT pg_advisory_xact_lock(7460119203861147205)"
-
-// postgresExportPage is the number of rows each query of an export reads,
-// the largest page GET /data serves. PostgreSQL plans a query for all of
-// its rows: asked for every message of a common language, it sorts them
-// rather than walk an index, and sends the first row only once the sort is
-// done. A page walks an index (see TestPostgresQueryPlans). Pages also keep
-// each snapshot short, so that a long export does not stop VACUUM from
-// pruning what an erasure deleted, and bound what pgx reads to the end of
-// a result when an export stops early. They cost about a fifth of the
-// export rate of one query (measured: ~0.9 against ~1.15 million rows/s).
-const postgresExportPage = model.MaxLimit
 
 // postgresDialector returns a GORM dialector whose connections, opened with
 // pgx from dsn, carry the run-time parameters params.

@@ -285,7 +285,7 @@ func BenchmarkQuery(b *testing.B) {
 			args = append(args, (deep-1)*benchPageSize)
 			offsetPage := func() []model.StoredMessage {
 				page := make([]model.StoredMessage, 0, limit)
-				err := db.scan(ctx, nil, sql, args, func(m model.StoredMessage) error {
+				err := db.scan(ctx, db.reader, sql, args, func(m model.StoredMessage) error {
 					page = append(page, m)
 					return nil
 				})

@@ -15,6 +15,7 @@ package repository
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,15 +28,19 @@ import (
 	"github.com/data-api/data-api/model"
 )
 
-// defaultMaxReaders is the size of the reader pool when Options.MaxReaders
-// is not positive.
-const defaultMaxReaders = 4
+// defaultMaxReaders and defaultMaxExports size the reader and export pools
+// when Options.MaxReaders or Options.MaxExports is not positive.
+const (
+	defaultMaxReaders = 4
+	defaultMaxExports = 4
+)
 
 // Options says which database to open and how.
 type Options struct {
 	Driver     string       // "sqlite" or "postgres"
 	DSN        string       // for "sqlite", the path of the database file; for "postgres", a libpq URL or key=value string
 	MaxReaders int          // read connections; 4 when not positive
+	MaxExports int          // exports at once, each on a read connection of its own beside MaxReaders; 4 when not positive
 	Logger     *slog.Logger // receives SQL statements, without their parameters, at debug level; nil discards
 
 	// MasterKeys is the key ring that wraps the dialogue keys, and
@@ -54,16 +59,17 @@ type DB struct {
 	log    *slog.Logger
 	ring   *keyring.Ring // the master keys
 	keys   *keyCache     // unwrapped dialogue keys
+	// exporter is a pool of read-only connections for exports only, one per
+	// slot of exportSlots, which an export holds while it runs.
+	exporter    *gorm.DB
+	exportSlots chan struct{}
 	// scrub purges what the engine keeps of deleted rows outside its tables.
 	scrub func(ctx context.Context, writer *gorm.DB) error
 	// scrubs runs scrubAfterDelete in the background after withdrawals and
 	// purges; nil when the dialect has none.
 	scrubs *scrubber
-	// interruptQueries, exportPage, keysWhileReading and keysQuery are
-	// the dialect's.
+	// interruptQueries and keysQuery are the dialect's.
 	interruptQueries bool
-	exportPage       int
-	keysWhileReading bool
 	keysQuery        string
 }
 
@@ -72,6 +78,9 @@ type DB struct {
 // rows and read.
 type dialect struct {
 	writer, reader gorm.Dialector
+	// exporter connects read-only like reader, to a pool of its own: a
+	// dialector may hold its pool, so each pool needs its own dialector.
+	exporter gorm.Dialector
 	// check, when set, inspects the database once the writer is connected
 	// and logs what weakens the package's guarantees.
 	check func(ctx context.Context, writer *gorm.DB, log *slog.Logger) error
@@ -92,13 +101,6 @@ type dialect struct {
 	// the driver interrupts it when the context ends. Without it ctx is
 	// checked between rows only.
 	interruptQueries bool
-	// exportPage, when positive, makes Export read pages of that many rows,
-	// each a keyset query of its own, rather than run one query for all.
-	exportPage int
-	// keysWhileReading says whether a connection can run a query while it
-	// reads the rows of another (SQLite can; PostgreSQL's protocol cannot),
-	// so that scan looks keys up every keyChunkRows rows.
-	keysWhileReading bool
 	// keysQuery selects the dialogue_id, customer_id and wrapped of the
 	// dialogue keys whose ids its one argument lists, a JSON array. It is
 	// prepared by database/sql, not GORM: its placeholder is the driver's.
@@ -109,8 +111,8 @@ type dialect struct {
 // needed, and encrypting the texts of a database written before encryption
 // (see encryptPlaintext). It refuses a database whose dialogue keys the key
 // ring cannot unwrap. The caller must Close the DB. It holds at most
-// o.MaxReaders+1 connections, and on PostgreSQL one more while an erasure
-// vacuums.
+// o.MaxReaders+o.MaxExports+1 connections, and on PostgreSQL one more while
+// an erasure vacuums.
 func Open(ctx context.Context, o Options) (*DB, error) {
 	var (
 		d   dialect
@@ -131,15 +133,18 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	readers := o.MaxReaders
+	readers, exports := o.MaxReaders, o.MaxExports
 	if readers <= 0 {
 		readers = defaultMaxReaders
+	}
+	if exports <= 0 {
+		exports = defaultMaxExports
 	}
 
 	db := &DB{
 		log: log, keys: newKeyCache(), scrub: d.scrub,
-		interruptQueries: d.interruptQueries, exportPage: d.exportPage,
-		keysWhileReading: d.keysWhileReading, keysQuery: d.keysQuery,
+		interruptQueries: d.interruptQueries, keysQuery: d.keysQuery,
+		exportSlots: make(chan struct{}, exports),
 	}
 	if db.writer, err = openPool(d.writer, 1, log); err != nil {
 		return nil, fmt.Errorf("open database writer: %w", err)
@@ -166,6 +171,9 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	}
 	if db.reader, err = openPool(d.reader, readers, log); err != nil {
 		return fail("open database readers", err)
+	}
+	if db.exporter, err = openPool(d.exporter, exports, log); err != nil {
+		return nil, errors.Join(fmt.Errorf("open database export readers: %w", err), closePool(db.reader), closePool(db.writer))
 	}
 	if d.scrubAfterDelete != nil {
 		db.scrubs = startScrubber(func(ctx context.Context) error { return d.scrubAfterDelete(ctx, db.writer) }, log)
@@ -212,7 +220,7 @@ func closePool(g *gorm.DB) error {
 // last.
 func (db *DB) Close() error {
 	db.scrubs.stop()
-	return errors.Join(closePool(db.reader), closePool(db.writer))
+	return errors.Join(closePool(db.exporter), closePool(db.reader), closePool(db.writer))
 }
 
 // Ping checks that the database answers a query on a read connection.
@@ -220,6 +228,31 @@ func (db *DB) Ping(ctx context.Context) error {
 	var one int
 	if err := db.reader.WithContext(ctx).Raw("SELECT 1").Scan(&one).Error; err != nil {
 		return unavailable(ctx, "ping database", err)
+	}
+	return nil
+}
+
+// probeBytes is what ProbeWrite stores: a dialogue of a few long messages,
+// in pages that a database at its size limit or on a full disk has no room
+// for. Random, so that no engine compresses it away.
+const probeBytes = 64 << 10
+
+// ProbeWrite checks that the database commits a write as a consent does:
+// on the writer connection, in one transaction committed durably, it stores
+// probeBytes and deletes them again. It fails when the database refuses
+// writes (read-only, out of space, its size limit reached) and leaves the
+// stored data as it was.
+func (db *DB) ProbeWrite(ctx context.Context) error {
+	row := probeRow{Payload: make([]byte, probeBytes)}
+	rand.Read(row.Payload)
+	err := db.writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(&row).Error; err != nil {
+			return err
+		}
+		return tx.Exec("DELETE FROM write_probes WHERE id = ?", row.ID).Error
+	})
+	if err != nil {
+		return unavailable(ctx, "probe a database write", err)
 	}
 	return nil
 }

@@ -2,14 +2,18 @@ package repository
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"gorm.io/gorm"
 
 	"github.com/data-api/data-api/model"
 	"github.com/data-api/data-api/service"
@@ -126,6 +130,30 @@ func newestFirst(ms []model.StoredMessage) bool {
 	})
 }
 
+// filterCombinations returns every combination of the filters: each subset
+// of the language, customer and dialogue given, each with no time bound,
+// since, until, and both.
+func filterCombinations(language, customer, dialogue string, since, until time.Time) []model.Filter {
+	var fs []model.Filter
+	for set := range 8 {
+		f := model.Filter{}
+		if set&1 != 0 {
+			f.Language = language
+		}
+		if set&2 != 0 {
+			f.CustomerID = customer
+		}
+		if set&4 != 0 {
+			f.DialogueID = dialogue
+		}
+		for _, b := range [][2]time.Time{{}, {since, time.Time{}}, {time.Time{}, until}, {since, until}} {
+			f.Since, f.Until = b[0], b[1]
+			fs = append(fs, f)
+		}
+	}
+	return fs
+}
+
 // suite is the Repository contract: each test runs on every backend, on a
 // fresh database of its own.
 var suite = []struct {
@@ -138,6 +166,7 @@ var suite = []struct {
 	{"ManyConsentsInOneCall", testManyConsentsInOneCall},
 	{"TiesOrderedByIDDescending", testTiesOrderedByIDDescending},
 	{"Filters", testFilters},
+	{"TimeBounds", testTimeBounds},
 	{"KeysetPagesEqualOffsetPages", testKeysetPagesEqualOffsetPages},
 	{"Withdraw", testWithdraw},
 	{"LatestDecisionAndOwner", testLatestDecisionAndOwner},
@@ -146,8 +175,12 @@ var suite = []struct {
 	{"ExportStops", testExportStops},
 	{"AllOrNothing", testAllOrNothing},
 	{"Ping", testPing},
+	{"ProbeWrite", testProbeWrite},
 	{"ExportMemoryIsFlat", testExportMemoryIsFlat},
 	{"CustomerData", testCustomerData},
+	{"ExportSlots", testExportSlots},
+	{"ExportsHaveConnectionsOfTheirOwn", testExportsHaveConnectionsOfTheirOwn},
+	{"StalledExportHoldsNothing", testStalledExportHoldsNothing},
 }
 
 // runSuite runs the suite on databases made by open.
@@ -276,17 +309,30 @@ func testFilters(t *testing.T, db *DB) {
 	save(t, db,
 		consent(msg("c1", "d1", "en", "c1-en", 1), msg("c1", "d1", "de", "c1-de", 2)),
 		consent(msg("c2", "d2", "en", "c2-en", 3), msg("c2", "d2", "fr", "c2-fr", 4)),
+		consent(msg("c1", "d3", "en", "c1-d3-en", 5)),
 	)
 	for _, tc := range []struct {
 		f    model.Filter
 		want []string
 	}{
-		{model.Filter{}, []string{"c2-fr", "c2-en", "c1-de", "c1-en"}},
-		{model.Filter{Language: "en"}, []string{"c2-en", "c1-en"}},
-		{model.Filter{CustomerID: "c1"}, []string{"c1-de", "c1-en"}},
+		{model.Filter{}, []string{"c1-d3-en", "c2-fr", "c2-en", "c1-de", "c1-en"}},
+		{model.Filter{Language: "en"}, []string{"c1-d3-en", "c2-en", "c1-en"}},
+		{model.Filter{CustomerID: "c1"}, []string{"c1-d3-en", "c1-de", "c1-en"}},
 		{model.Filter{Language: "en", CustomerID: "c2"}, []string{"c2-en"}},
 		{model.Filter{Language: "fr", CustomerID: "c1"}, []string{}},
 		{model.Filter{CustomerID: "nobody"}, []string{}},
+		{model.Filter{DialogueID: "d1"}, []string{"c1-de", "c1-en"}},
+		{model.Filter{DialogueID: "d1", Language: "en"}, []string{"c1-en"}},
+		{model.Filter{DialogueID: "d1", CustomerID: "c1"}, []string{"c1-de", "c1-en"}},
+		{model.Filter{DialogueID: "d1", CustomerID: "c2"}, []string{}},
+		{model.Filter{DialogueID: "d2", Language: "fr", CustomerID: "c2"}, []string{"c2-fr"}},
+		{model.Filter{DialogueID: "d2", Language: "de", CustomerID: "c2"}, []string{}},
+		{model.Filter{DialogueID: "nothing"}, []string{}},
+		{model.Filter{Since: t0.Add(2), Until: t0.Add(4)}, []string{"c2-en", "c1-de"}},
+		{model.Filter{Language: "en", Since: t0.Add(3)}, []string{"c1-d3-en", "c2-en"}},
+		{model.Filter{CustomerID: "c1", Until: t0.Add(5)}, []string{"c1-de", "c1-en"}},
+		{model.Filter{Language: "en", CustomerID: "c1", Since: t0.Add(1), Until: t0.Add(5)}, []string{"c1-en"}},
+		{model.Filter{DialogueID: "d2", Since: t0.Add(4)}, []string{"c2-fr"}},
 	} {
 		got, err := db.Messages(t.Context(), tc.f, nil, 100)
 		if err != nil {
@@ -297,6 +343,39 @@ func testFilters(t *testing.T, db *DB) {
 		}
 		if exported := texts(all(t, db, tc.f)); !slices.Equal(exported, tc.want) {
 			t.Errorf("Export(%+v): got %q, want %q", tc.f, exported, tc.want)
+		}
+	}
+}
+
+// testTimeBounds reads since ≤ createdAt < until to the nanosecond, with
+// bounds in any time zone and bounds beyond what createdAt can hold.
+func testTimeBounds(t *testing.T, db *DB) {
+	save(t, db, consent(msg("c1", "d1", "en", "a", 0), msg("c1", "d1", "en", "b", 1), msg("c1", "d1", "en", "c", 2)))
+	tokyo := time.FixedZone("JST", 9*3600)
+	for _, tc := range []struct {
+		name         string
+		since, until time.Time
+		want         []string
+	}{
+		{"since is inclusive", t0.Add(1), time.Time{}, []string{"c", "b"}},
+		{"until is exclusive", time.Time{}, t0.Add(2), []string{"b", "a"}},
+		{"one nanosecond", t0.Add(1), t0.Add(2), []string{"b"}},
+		{"another time zone", t0.Add(1).In(tokyo), t0.Add(2).In(tokyo), []string{"b"}},
+		{"empty", t0.Add(3), t0.Add(4), []string{}},
+		{"far past and future", time.Date(1, 1, 1, 0, 0, 1, 0, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC), []string{"c", "b", "a"}},
+		{"until in the far past", time.Time{}, time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC), []string{}},
+		{"since in the far future", time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), time.Time{}, []string{}},
+	} {
+		f := model.Filter{Since: tc.since, Until: tc.until}
+		got, err := db.Messages(t.Context(), f, nil, 10)
+		if err != nil {
+			t.Fatalf("%s: Messages: %v", tc.name, err)
+		}
+		if !slices.Equal(texts(got), tc.want) {
+			t.Errorf("%s: Messages got %q, want %q", tc.name, texts(got), tc.want)
+		}
+		if exported := texts(all(t, db, f)); !slices.Equal(exported, tc.want) {
+			t.Errorf("%s: Export got %q, want %q", tc.name, exported, tc.want)
 		}
 	}
 }
@@ -313,7 +392,8 @@ func testKeysetPagesEqualOffsetPages(t *testing.T, db *DB) {
 		cs = append(cs, consent(msgs...))
 	}
 	save(t, db, cs...)
-	for _, f := range []model.Filter{{}, {Language: "de"}, {CustomerID: "c1"}, {Language: "en", CustomerID: "c2"}} {
+	for _, f := range []model.Filter{{}, {Language: "de"}, {CustomerID: "c1"}, {Language: "en", CustomerID: "c2"},
+		{DialogueID: "d4", Language: "en"}, {Since: t0.Add(5), Until: t0.Add(25)}, {CustomerID: "c0", Since: t0.Add(3)}} {
 		whole := all(t, db, f)
 		if !newestFirst(whole) {
 			t.Fatalf("Export(%+v) is not newest first", f)
@@ -496,6 +576,49 @@ func testPing(t *testing.T, db *DB) {
 	}
 }
 
+// refuseWrites makes the writer's connection refuse writes as a read-only
+// database does (SQLite's query_only, PostgreSQL's read-only transactions,
+// as on a standby or for a role set so), or accept them again.
+func refuseWrites(t *testing.T, db *DB, refuse bool) {
+	t.Helper()
+	statement := map[string]map[bool]string{
+		"sqlite":   {true: "PRAGMA query_only = 1", false: "PRAGMA query_only = 0"},
+		"postgres": {true: "SET default_transaction_read_only = on", false: "SET default_transaction_read_only = off"},
+	}[db.writer.Dialector.Name()][refuse]
+	if err := db.writer.Exec(statement).Error; err != nil {
+		t.Fatalf("%s: %v", statement, err)
+	}
+}
+
+// testProbeWrite commits a write and leaves no data behind; it fails, as a
+// consent does, while the database refuses writes.
+func testProbeWrite(t *testing.T, db *DB) {
+	for range 2 {
+		if err := db.ProbeWrite(t.Context()); err != nil {
+			t.Fatalf("ProbeWrite: %v", err)
+		}
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM write_probes"); n != 0 {
+		t.Errorf("write_probes holds %d rows after the probes, want 0", n)
+	}
+	refuseWrites(t, db, true)
+	if err := db.ProbeWrite(t.Context()); !errors.Is(err, model.ErrUnavailable) {
+		t.Errorf("ProbeWrite on a read-only database: got %v, want ErrUnavailable", err)
+	}
+	if err := db.SaveConsents(t.Context(), []model.Consent{consent(msg("c1", "d1", "en", "x", 1))}); !errors.Is(err, model.ErrUnavailable) {
+		t.Errorf("SaveConsents on a read-only database: got %v, want ErrUnavailable", err)
+	}
+	refuseWrites(t, db, false)
+	if err := db.ProbeWrite(t.Context()); err != nil {
+		t.Errorf("ProbeWrite once writes are accepted again: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := db.ProbeWrite(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("ProbeWrite with a cancelled context: got %v, want context.Canceled", err)
+	}
+}
+
 // testExportMemoryIsFlat exports 100,000 rows with a flat heap.
 func testExportMemoryIsFlat(t *testing.T, db *DB) {
 	if testing.Short() {
@@ -530,5 +653,121 @@ func testExportMemoryIsFlat(t *testing.T, db *DB) {
 	}
 	if growth := int64(peak) - int64(base); growth > 2<<20 {
 		t.Errorf("live heap grew by %d bytes while exporting, want under 2 MiB", growth)
+	}
+}
+
+// testExportSlots refuses at once an export beyond Options.MaxExports, and
+// frees a slot when an export ends, however it ends.
+func testExportSlots(t *testing.T, db *DB) {
+	save(t, db, consent(msg("c1", "d1", "en", "a", 1)))
+	started, release := make(chan struct{}), make(chan struct{})
+	var running sync.WaitGroup
+	for range cap(db.exportSlots) {
+		running.Go(func() {
+			err := db.Export(t.Context(), model.Filter{}, func(model.StoredMessage) error {
+				started <- struct{}{}
+				<-release
+				return nil
+			})
+			if err != nil {
+				t.Errorf("Export: %v", err)
+			}
+		})
+		<-started
+	}
+	err := db.Export(t.Context(), model.Filter{}, func(model.StoredMessage) error { return nil })
+	if !errors.Is(err, model.ErrUnavailable) || !strings.Contains(err.Error(), "database.max_exports") {
+		t.Errorf("an export beyond the slots: got %v, want ErrUnavailable naming database.max_exports", err)
+	}
+	// Reads do not wait for the exports.
+	if _, err := db.Messages(t.Context(), model.Filter{}, nil, 1); err != nil {
+		t.Errorf("Messages while every export slot is taken: %v", err)
+	}
+	close(release)
+	running.Wait()
+	errStop := errors.New("stop")
+	for range 2 * cap(db.exportSlots) {
+		if err := db.Export(t.Context(), model.Filter{}, func(model.StoredMessage) error { return errStop }); err != errStop {
+			t.Fatalf("Export after the others ended: got %v, want %v", err, errStop)
+		}
+	}
+}
+
+// testStalledExportHoldsNothing checks that an export whose reader stops
+// holds back no read, look-up or erasure: its erasure is scrubbed at once.
+func testStalledExportHoldsNothing(t *testing.T, db *DB) {
+	var msgs []model.Message
+	for i := range 3 * exportPage {
+		msgs = append(msgs, msg("c1", "d1", "en", "x", int64(i)))
+	}
+	save(t, db, consent(msgs...), consent(msg("c2", "d2", "en", "erase me", 0)))
+	stalled, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error)
+	go func() {
+		n := 0
+		done <- db.Export(t.Context(), model.Filter{}, func(model.StoredMessage) error {
+			if n++; n == exportPage+1 { // mid-way through the second page
+				close(stalled)
+				<-release
+			}
+			return nil
+		})
+	}()
+	<-stalled
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := db.Messages(ctx, model.Filter{}, nil, 1); err != nil {
+		t.Errorf("Messages while an export stalls: %v", err)
+	}
+	if _, _, err := db.DialogueOwner(ctx, "d1"); err != nil {
+		t.Errorf("DialogueOwner while an export stalls: %v", err)
+	}
+	if n, err := db.EraseCustomer(ctx, model.Erasure{CustomerID: "c2", ErasedAt: t0}); n != 1 || err != nil {
+		t.Errorf("EraseCustomer while an export stalls: got %d, %v; want 1, nil (scrubbed)", n, err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Errorf("Export: %v", err)
+	}
+}
+
+// testExportsHaveConnectionsOfTheirOwn checks that reads and exports use
+// separate pools: an export runs while every read connection is taken, and
+// a read runs while every export connection is.
+func testExportsHaveConnectionsOfTheirOwn(t *testing.T, db *DB) {
+	save(t, db, consent(msg("c1", "d1", "en", "a", 1)))
+	// hold takes every connection of g's pool until release is called.
+	hold := func(g *gorm.DB) (release func()) {
+		pool, err := g.DB()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var conns []*sql.Conn
+		for range pool.Stats().MaxOpenConnections {
+			conn, err := pool.Conn(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, conn)
+		}
+		return func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	release := hold(db.reader)
+	err := db.Export(ctx, model.Filter{}, func(model.StoredMessage) error { return nil })
+	release()
+	if err != nil {
+		t.Errorf("Export while every read connection is taken: %v", err)
+	}
+	release = hold(db.exporter)
+	_, err = db.Messages(ctx, model.Filter{}, nil, 1)
+	release()
+	if err != nil {
+		t.Errorf("Messages while every export connection is taken: %v", err)
 	}
 }

@@ -10,23 +10,25 @@ import (
 // sealedMessageRow is a consented message, its text sealed under the key of
 // its dialogue (see keys.go): the table holds no plaintext. CreatedAt is in
 // UTC Unix nanoseconds, so that the order is exact whatever the time zone.
-// Each index but sealed_messages_msg_key serves one combination of filters
-// in newest-first keyset order; sealed_messages_msg_key makes a keyed
-// message storable once only.
+// Each index but sealed_messages_msg_key serves filters in newest-first
+// keyset order, a range of created_at included: one combination of
+// language and customer each, and sealed_messages_dialogue_created_id every
+// filter that names a dialogue (see selectMessages); sealed_messages_msg_key
+// makes a keyed message storable once only.
 //
 // The table is not named messages: that name is the plaintext table of
 // databases written before encryption, which Open encrypts into this one
 // (see plaintext.go).
 type sealedMessageRow struct {
-	ID         int64  `gorm:"primaryKey;autoIncrement;index:sealed_messages_created_id,priority:2;index:sealed_messages_language_created_id,priority:3;index:sealed_messages_customer_created_id,priority:3;index:sealed_messages_customer_language_created_id,priority:4"`
+	ID         int64  `gorm:"primaryKey;autoIncrement;index:sealed_messages_created_id,priority:2;index:sealed_messages_language_created_id,priority:3;index:sealed_messages_customer_created_id,priority:3;index:sealed_messages_customer_language_created_id,priority:4;index:sealed_messages_dialogue_created_id,priority:3"`
 	CustomerID string `gorm:"not null;check:customer_id <> '';index:sealed_messages_customer_created_id,priority:1;index:sealed_messages_customer_language_created_id,priority:1"`
-	DialogueID string `gorm:"not null;check:dialogue_id <> '';index:sealed_messages_dialogue"`
+	DialogueID string `gorm:"not null;check:dialogue_id <> '';index:sealed_messages_dialogue_created_id,priority:1"`
 	Language   string `gorm:"not null;index:sealed_messages_language_created_id,priority:1;index:sealed_messages_customer_language_created_id,priority:2"`
 	// Sealed is the text sealed under the dialogue's key, bound to the
 	// row's identity (see messageAD): longer than keyring.Overhead, the
 	// seal of an empty text.
 	Sealed    []byte `gorm:"not null;check:length(sealed) > 28"`
-	CreatedAt int64  `gorm:"not null;autoCreateTime:false;index:sealed_messages_created_id,priority:1;index:sealed_messages_language_created_id,priority:2;index:sealed_messages_customer_created_id,priority:2;index:sealed_messages_customer_language_created_id,priority:3"`
+	CreatedAt int64  `gorm:"not null;autoCreateTime:false;index:sealed_messages_created_id,priority:1;index:sealed_messages_language_created_id,priority:2;index:sealed_messages_customer_created_id,priority:2;index:sealed_messages_customer_language_created_id,priority:3;index:sealed_messages_dialogue_created_id,priority:2"`
 	// Key is the message's idempotency key, NULL when it has none. The
 	// unique index is partial, so that unkeyed messages (the memory store's)
 	// cost no index entry.
@@ -96,13 +98,22 @@ type erasureRow struct {
 
 func (erasureRow) TableName() string { return "erasures" }
 
+// probeRow is written and deleted by ProbeWrite, in one transaction: the
+// table is always empty.
+type probeRow struct {
+	ID      int64  `gorm:"primaryKey;autoIncrement"`
+	Payload []byte `gorm:"not null"`
+}
+
+func (probeRow) TableName() string { return "write_probes" }
+
 // migrate creates or updates the tables and their indexes. When the
 // dialect has a migrateLock, the migration is one transaction that takes it
 // first, so that processes that start together on an empty database take
 // turns rather than race to create the same tables.
 func migrate(ctx context.Context, writer *gorm.DB, d dialect) error {
 	run := func(tx *gorm.DB) error {
-		if err := tx.AutoMigrate(&sealedMessageRow{}, &consentRow{}, &erasureRow{}); err != nil {
+		if err := tx.AutoMigrate(&sealedMessageRow{}, &consentRow{}, &erasureRow{}, &probeRow{}); err != nil {
 			return err
 		}
 		return tx.Set("gorm:table_options", d.keyTableOptions).AutoMigrate(&dialogueKeyRow{})

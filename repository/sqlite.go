@@ -2,12 +2,15 @@ package repository
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/mattn/go-sqlite3"
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 )
@@ -18,6 +21,19 @@ import (
 // lock rather than failing, and zeroing deleted content so that erased text
 // does not linger in free pages.
 var sqlitePragmas = fmt.Sprintf("_journal_mode=WAL&_synchronous=FULL&_busy_timeout=%d&_secure_delete=on", sqliteBusyTimeout)
+
+// sqliteJournalSizeLimit bounds the write-ahead log that a connection
+// leaves behind a checkpoint, in bytes: SQLite otherwise keeps the log at
+// its high-water mark for good, however briefly one large transaction (a
+// big dialogue, an erasure, a group commit) needed it. It is about the log
+// of one checkpoint interval (wal_autocheckpoint, 1000 pages of 4 KiB), so
+// that a log of the usual size is reused in place rather than cut and grown
+// again. What it means for the free space to keep: README, "Disk space".
+const sqliteJournalSizeLimit = 4 << 20
+
+// sqliteConnPragmas are run on every new SQLite connection, for the
+// settings that the driver's DSN cannot carry.
+var sqliteConnPragmas = []string{fmt.Sprintf("PRAGMA journal_size_limit = %d", sqliteJournalSizeLimit)}
 
 // uriEscaper escapes the characters a file path cannot hold in an SQLite URI.
 var uriEscaper = strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")
@@ -44,17 +60,41 @@ func newSQLite(path string) (dialect, error) {
 	return dialect{
 		// BEGIN IMMEDIATE takes the write lock up front, so that a
 		// transaction never fails half-way on a lock upgrade.
-		writer:           sqlite.Open(uri + "&_txlock=immediate"),
-		reader:           sqlite.Open(uri + "&_query_only=true"),
+		writer:           sqliteDialector(uri + "&_txlock=immediate"),
+		reader:           sqliteDialector(uri + "&_query_only=true"),
+		exporter:         sqliteDialector(uri + "&_query_only=true"),
 		scrub:            checkpointSQLite,
 		scrubAfterDelete: checkpointSQLiteBriefly,
 		// The primary key is the table: a key look-up is one B-tree
 		// descent, and a new key writes one page fewer.
-		keyTableOptions:  " WITHOUT ROWID",
-		keysWhileReading: true,
-		keysQuery:        "SELECT dialogue_id, customer_id, wrapped FROM dialogue_keys WHERE dialogue_id IN (SELECT value FROM json_each(?))",
+		keyTableOptions: " WITHOUT ROWID",
+		keysQuery:       "SELECT dialogue_id, customer_id, wrapped FROM dialogue_keys WHERE dialogue_id IN (SELECT value FROM json_each(?))",
 	}, nil
 }
+
+// sqliteDialector returns a GORM dialector whose connections, opened from
+// uri, run sqliteConnPragmas first.
+func sqliteDialector(uri string) gorm.Dialector {
+	d := &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
+		for _, p := range sqliteConnPragmas {
+			if _, err := c.Exec(p, nil); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+		}
+		return nil
+	}}
+	return sqlite.New(sqlite.Config{Conn: sql.OpenDB(sqliteConnector{uri, d})})
+}
+
+// sqliteConnector opens connections to one database with one driver.
+type sqliteConnector struct {
+	uri string
+	d   *sqlite3.SQLiteDriver
+}
+
+func (c sqliteConnector) Connect(context.Context) (driver.Conn, error) { return c.d.Open(c.uri) }
+
+func (c sqliteConnector) Driver() driver.Driver { return c.d }
 
 // sqliteBusyTimeout is the busy_timeout of every connection, in ms (see
 // sqlitePragmas); checkpointBusyTimeout, that of a background checkpoint.

@@ -1,7 +1,6 @@
 package repository
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -30,8 +29,9 @@ func TestSQLitePragmas(t *testing.T) {
 		pool func() (*sql.DB, error)
 		want map[string]string
 	}{
-		{"writer", db.writer.DB, map[string]string{"journal_mode": "wal", "synchronous": "2", "secure_delete": "1", "busy_timeout": "5000", "query_only": "0"}},
-		{"reader", db.reader.DB, map[string]string{"journal_mode": "wal", "synchronous": "2", "secure_delete": "1", "busy_timeout": "5000", "query_only": "1"}},
+		{"writer", db.writer.DB, map[string]string{"journal_mode": "wal", "synchronous": "2", "secure_delete": "1", "busy_timeout": "5000", "query_only": "0", "journal_size_limit": "4194304"}},
+		{"reader", db.reader.DB, map[string]string{"journal_mode": "wal", "synchronous": "2", "secure_delete": "1", "busy_timeout": "5000", "query_only": "1", "journal_size_limit": "4194304"}},
+		{"exporter", db.exporter.DB, map[string]string{"journal_mode": "wal", "synchronous": "2", "secure_delete": "1", "busy_timeout": "5000", "query_only": "1", "journal_size_limit": "4194304"}},
 	} {
 		pool, err := tc.pool()
 		if err != nil {
@@ -64,6 +64,57 @@ func TestSQLitePragmas(t *testing.T) {
 	}
 }
 
+// TestSQLiteProbeWriteAtSizeLimit checks that the write probe fails, with
+// the SQLITE_FULL of a full disk, when the database cannot grow by what a
+// dialogue needs, and succeeds again once it can.
+func TestSQLiteProbeWriteAtSizeLimit(t *testing.T) {
+	db := openSQLite(t)
+	// max_page_count cannot go below the database's size: this is its size.
+	if err := db.writer.Exec("PRAGMA max_page_count = 1").Error; err != nil {
+		t.Fatal(err)
+	}
+	err := db.ProbeWrite(t.Context())
+	if !errors.Is(err, model.ErrUnavailable) || !strings.Contains(err.Error(), "full") {
+		t.Fatalf("ProbeWrite at the size limit: got %v, want ErrUnavailable, database or disk is full", err)
+	}
+	if err := db.writer.Exec("PRAGMA max_page_count = 1000000").Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ProbeWrite(t.Context()); err != nil {
+		t.Errorf("ProbeWrite with room again: %v", err)
+	}
+}
+
+// TestSQLiteWALShrinksAfterALargeTransaction checks that the write-ahead
+// log that a large transaction grew goes back to journal_size_limit once
+// checkpointed, rather than keep its high-water mark on disk for good.
+func TestSQLiteWALShrinksAfterALargeTransaction(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "test.db")
+	db := openSQLiteAt(t, path)
+	var big []model.Message
+	text := strings.Repeat("x", 8000)
+	for i := range 1000 { // about 8 MB in one transaction
+		big = append(big, msg("c1", "big", "en", text, int64(i)))
+	}
+	walSize := func() int64 {
+		info, err := os.Stat(path + "-wal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Size()
+	}
+	save(t, db, consent(big...))
+	if got := walSize(); got < 8_000_000 {
+		t.Fatalf("after the large transaction the WAL holds %d bytes, want 8 MB or more", got)
+	}
+	// The large commit checkpoints the log; the next write starts it over,
+	// cutting it to the limit.
+	save(t, db, consent(msg("c1", "small", "en", "x", 1)))
+	if got, limit := walSize(), int64(sqliteJournalSizeLimit); got > limit {
+		t.Errorf("after a checkpoint and a small write the WAL holds %d bytes, want at most %d", got, limit)
+	}
+}
+
 func TestSQLiteQueryPlans(t *testing.T) {
 	db := openSQLite(t)
 	after := &model.Position{CreatedAt: t0, ID: 7}
@@ -73,10 +124,10 @@ func TestSQLiteQueryPlans(t *testing.T) {
 		args []any
 	}
 	var queries []query
-	for _, f := range []model.Filter{{}, {Language: "en"}, {CustomerID: "c1"}, {Language: "en", CustomerID: "c1"}} {
+	for _, f := range filterCombinations("en", "c1", "d1", t0, t0.Add(time.Hour)) {
 		for _, a := range []*model.Position{nil, after} {
 			sql, args := selectMessages(f, a, 100)
-			queries = append(queries, query{sql, sql, args})
+			queries = append(queries, query{fmt.Sprintf("%s %v", sql, args), sql, args})
 		}
 	}
 	queries = append(queries,
@@ -102,6 +153,9 @@ func TestSQLiteQueryPlans(t *testing.T) {
 		plan := strings.Join(details, "; ")
 		if !strings.Contains(plan, " INDEX ") || strings.Contains(plan, "TEMP B-TREE") {
 			t.Errorf("%s:\n got plan %q, want an index and no temporary b-tree", q.name, plan)
+		}
+		if strings.Contains(q.sql, "dialogue_id = ?") && strings.HasPrefix(q.sql, "SELECT id, customer_id") && !strings.Contains(plan, "messages_dialogue_created_id") {
+			t.Errorf("%s:\n got plan %q, want the dialogue's index", q.name, plan)
 		}
 	}
 }
@@ -158,7 +212,7 @@ func TestSQLiteReopen(t *testing.T) {
 }
 
 func TestSQLiteLogsNoText(t *testing.T) {
-	var buf bytes.Buffer
+	var buf fake.Log // the background scrub logs too
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	db, err := Open(t.Context(), Options{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "test.db"), Logger: log})
 	if err != nil {
@@ -172,6 +226,9 @@ func TestSQLiteLogsNoText(t *testing.T) {
 	}
 	if _, err := db.Withdraw(context.Background(), model.Decision{DialogueID: dialogue, DecidedAt: t0}); err != nil {
 		t.Fatalf("Withdraw: %v", err)
+	}
+	if err := db.scrubs.wait(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 	if !strings.Contains(buf.String(), "msg=sql") {
 		t.Errorf("the debug log traces no statement: %q", buf.String())
@@ -190,37 +247,26 @@ func TestOpenUnknownDriver(t *testing.T) {
 }
 
 // TestSQLiteReaderWaitHonoursContext checks that a read waiting for a
-// connection held by an export gives up when its context ends, and that
-// the export, which reads on a connection of its own, still completes.
+// connection gives up when its context ends.
 func TestSQLiteReaderWaitHonoursContext(t *testing.T) {
 	db, err := Open(t.Context(), Options{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "test.db"), MaxReaders: 1})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	defer db.Close()
-	save(t, db, consent(msg("c1", "d1", "en", "a", 1), msg("c1", "d1", "en", "b", 2)))
-
-	exporting, release := make(chan struct{}), make(chan struct{})
-	done := make(chan error)
-	go func() {
-		n := 0
-		done <- db.Export(context.Background(), model.Filter{}, func(model.StoredMessage) error {
-			if n++; n == 1 {
-				close(exporting)
-				<-release
-			}
-			return nil
-		})
-	}()
-	<-exporting
+	pool, err := db.reader.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := pool.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
 	if _, err := db.Messages(ctx, model.Filter{}, nil, 1); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, model.ErrUnavailable) {
 		t.Errorf("Messages while the only reader is busy: got %v, want context.DeadlineExceeded", err)
-	}
-	close(release)
-	if err := <-done; err != nil {
-		t.Errorf("Export: %v", err)
 	}
 }
 

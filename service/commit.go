@@ -20,9 +20,10 @@ const commitTimeout = 30 * time.Second
 // done, it hands leadership to the oldest waiter, whose batch holds every
 // consent that arrived meanwhile. A lone consent is written at once.
 type committer struct {
-	max     int
-	repo    Repository
-	observe func(op string, d time.Duration) // told how long each write took
+	max  int
+	repo Repository
+	// wrote is told of each write: when it started and how it ended.
+	wrote func(op string, start time.Time, err error)
 
 	mu     sync.Mutex
 	queue  []*commitReq
@@ -98,6 +99,6 @@ func (cm *committer) write(ctx context.Context, batch []*commitReq) {
 func (cm *committer) save(ctx context.Context, cs []model.Consent) error {
 	start := time.Now()
 	err := cm.repo.SaveConsents(ctx, cs)
-	cm.observe("consent", time.Since(start))
+	cm.wrote("consent", start, err)
 	return err
 }

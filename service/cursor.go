@@ -23,13 +23,31 @@ const (
 	cursorMACLen = 16
 )
 
+// mac signs pos with f. No field of a valid filter holds a NUL byte, so
+// NULs separate them; the fields added after language and customer are
+// signed only when set, so that cursors issued before they existed stay
+// valid.
 func (cc cursorCodec) mac(pos []byte, f model.Filter) []byte {
 	m := hmac.New(sha256.New, cc.secret)
 	m.Write(pos)
 	m.Write([]byte(f.Language))
 	m.Write([]byte{0})
 	m.Write([]byte(f.CustomerID))
+	if f.DialogueID != "" || !f.Since.IsZero() || !f.Until.IsZero() {
+		for _, field := range []string{f.DialogueID, formatBound(f.Since), formatBound(f.Until)} {
+			m.Write([]byte{0})
+			m.Write([]byte(field))
+		}
+	}
 	return m.Sum(nil)[:cursorMACLen]
+}
+
+// formatBound returns t in UTC to the nanosecond, or "" for no bound.
+func formatBound(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
 }
 
 func (cc cursorCodec) encode(f model.Filter, p model.Position) string {
@@ -41,7 +59,7 @@ func (cc cursorCodec) encode(f model.Filter, p model.Position) string {
 }
 
 var errCursor = model.Errorf(model.ErrInvalid,
-	"cursor was not issued by this service for these filters; use nextCursor of the previous page with the same language and customerId")
+	"cursor was not issued by this service for these filters; use nextCursor of the previous page with the same language, customerId, dialogId, since and until")
 
 // decode checks that s was issued for f and returns its position.
 func (cc cursorCodec) decode(s string, f model.Filter) (model.Position, error) {

@@ -24,6 +24,9 @@ type fakeRepo struct {
 	failSave func(cs []model.Consent) bool
 	// beforeSave, when set, runs at the start of SaveConsents, outside the lock.
 	beforeSave func()
+	// probeErr is what ProbeWrite returns; probes counts its calls.
+	probeErr error
+	probes   int
 }
 
 var errDisk = errors.Join(model.ErrUnavailable, errors.New("disk on fire"))
@@ -108,6 +111,13 @@ func (r *fakeRepo) DeleteCreatedBefore(context.Context, time.Time, int) (int, er
 }
 
 func (r *fakeRepo) Ping(context.Context) error { return nil }
+
+func (r *fakeRepo) ProbeWrite(context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.probes++
+	return r.probeErr
+}
 
 // stored returns the texts stored for a dialogue, in order.
 func (r *fakeRepo) stored(dialogueID string) []string {

@@ -2,14 +2,17 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/data-api/data-api/model"
 )
 
 // checkFilter validates f and returns it in canonical form, so that a query
-// for "EN" finds what was ingested as "en".
+// for "EN" finds what was ingested as "en", and a cursor issued for a time
+// in one zone works for the same instant written in another.
 func checkFilter(f model.Filter, v *model.ValidationError) model.Filter {
 	if f.Language != "" {
 		lang, err := model.CanonicalLanguage(f.Language)
@@ -23,6 +26,15 @@ func checkFilter(f model.Filter, v *model.ValidationError) model.Filter {
 			v.Add("customerId", err.Error())
 		}
 	}
+	if f.DialogueID != "" {
+		if err := model.ValidateID(f.DialogueID); err != nil {
+			v.Add("dialogId", err.Error())
+		}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		v.Add("until", "must be later than since: the range is since ≤ createdAt < until")
+	}
+	f.Since, f.Until = f.Since.UTC(), f.Until.UTC()
 	return f
 }
 
@@ -88,14 +100,56 @@ func (d *Dialogues) CustomerData(ctx context.Context, customerID string, fn func
 	return d.repo.CustomerData(ctx, customerID, fn)
 }
 
-// Ready reports whether the database and the pending store answer.
-func (d *Dialogues) Ready(ctx context.Context) error {
-	if err := d.repo.Ping(ctx); err != nil {
-		return err
+// Dialogue returns a consented dialogue: its stored messages, oldest first,
+// and its latest decision, a consent. It is an error of kind
+// model.ErrNotFound when nothing is stored for the dialogue, and of kind
+// model.ErrTooLarge when it holds more than Options.MaxDialogueMessages
+// messages (its id reused by many consents): the reply is built in memory.
+func (d *Dialogues) Dialogue(ctx context.Context, dialogueID string) (model.Dialogue, error) {
+	if err := model.ValidateID(dialogueID); err != nil {
+		var v model.ValidationError
+		v.Add("dialogId", err.Error())
+		return model.Dialogue{}, &v
 	}
-	_, err := d.pending.Counts(ctx)
-	return err
+	limit := d.o.MaxDialogueMessages
+	f := model.Filter{DialogueID: dialogueID}
+	var (
+		msgs  []model.StoredMessage
+		after *model.Position
+	)
+	for {
+		// One more row than the limit tells whether the dialogue holds more.
+		want := min(model.MaxLimit, limit+1-len(msgs))
+		page, err := d.repo.Messages(ctx, f, after, want)
+		if err != nil {
+			return model.Dialogue{}, err
+		}
+		msgs = append(msgs, page...)
+		if len(msgs) > limit {
+			return model.Dialogue{}, model.Errorf(model.ErrTooLarge, fmt.Sprintf(
+				"this dialogue holds more than %d messages, more than one reply holds; read it in pages with GET /data?dialogId=", limit))
+		}
+		if len(page) < want {
+			break
+		}
+		last := page[len(page)-1]
+		after = &model.Position{CreatedAt: last.CreatedAt, ID: last.ID}
+	}
+	// Read after the messages, the decision tells whether they still stand:
+	// a withdrawal between the two reads leaves a refusal, and a 404.
+	dec, err := d.repo.LatestDecision(ctx, dialogueID)
+	if err != nil && !errors.Is(err, model.ErrNotFound) {
+		return model.Dialogue{}, err
+	}
+	if len(msgs) == 0 || err != nil || !dec.Consent {
+		return model.Dialogue{}, errNoDialogue
+	}
+	slices.Reverse(msgs)
+	return model.Dialogue{Decision: dec, Messages: msgs}, nil
 }
+
+var errNoDialogue = model.Errorf(model.ErrNotFound,
+	"no consented message is stored for this dialogue: it was never consented to, or it was withdrawn, erased or purged by retention")
 
 // Stats is a snapshot of the service's gauges and running totals, for
 // metrics.
@@ -103,6 +157,7 @@ type Stats struct {
 	PendingDialogues, PendingMessages, PendingBytes int64
 
 	EvictedTTL, EvictedErasure  int64 // pending dialogues dropped, by cause
+	EvictedFailover             int64 // pending dialogues dropped for having lived through a failover of the store
 	RejectedFull, RejectedLimit int64 // messages refused by max_pending, max_messages
 	RejectedBytes               int64 // messages refused by max_pending_bytes
 
@@ -129,6 +184,7 @@ func (d *Dialogues) Stats() Stats {
 		PendingBytes:             pc.Bytes,
 		EvictedTTL:               pc.Expired,
 		EvictedErasure:           s.evictedErasure.Load(),
+		EvictedFailover:          pc.Lost,
 		RejectedFull:             s.rejectedFull.Load(),
 		RejectedLimit:            s.rejectedLimit.Load(),
 		RejectedBytes:            s.rejectedBytes.Load(),

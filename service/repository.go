@@ -47,4 +47,7 @@ type Repository interface {
 	DeleteCreatedBefore(ctx context.Context, t time.Time, limit int) (int, error)
 	// Ping checks that the database answers a query.
 	Ping(ctx context.Context) error
+	// ProbeWrite checks that the database commits a write of the size of
+	// a small dialogue, changing no data.
+	ProbeWrite(ctx context.Context) error
 }

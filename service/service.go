@@ -19,8 +19,8 @@ import (
 )
 
 // Options configures Dialogues. New rejects a zero value where the
-// configuration must say how much; Clock, Logger, ObserveWrite and
-// CursorSecret have defaults of their own.
+// configuration must say how much; Clock, Logger, ObserveWrite,
+// CursorSecret and MaxDialogueMessages have defaults of their own.
 type Options struct {
 	Clock         func() time.Time // nil: time.Now
 	Logger        *slog.Logger     // nil discards
@@ -35,9 +35,19 @@ type Options struct {
 	// CursorSecret signs pagination cursors; instances behind one load
 	// balancer need the same one. Empty: a random secret of this process.
 	CursorSecret []byte
-	// ObserveWrite, if set, is told how long each database write took;
-	// op is one of "consent", "withdraw", "erase", "retention".
-	ObserveWrite func(op string, d time.Duration)
+	// FreeMemory, if set, is called by Sweep once pending dialogues of
+	// freeMemoryAfter bytes of heap have left since the peak, to hand the
+	// memory back to the operating system (debug.FreeOSMemory, for a store
+	// in this process's heap).
+	FreeMemory func()
+	// ObserveWrite, if set, is told how long each database write took and
+	// its error, nil when it committed; op is one of "consent", "withdraw",
+	// "erase", "retention".
+	ObserveWrite func(op string, d time.Duration, err error)
+	// MaxDialogueMessages is the most messages Dialogue returns, at least
+	// model.MaxLimit: pass dialogues.max_messages, so that whatever one
+	// consent stores fits.
+	MaxDialogueMessages int
 }
 
 func (o *Options) fill() error {
@@ -64,11 +74,12 @@ func (o *Options) fill() error {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.ObserveWrite == nil {
-		o.ObserveWrite = func(string, time.Duration) {}
+		o.ObserveWrite = func(string, time.Duration, error) {}
 	}
 	if len(o.CursorSecret) == 0 {
 		o.CursorSecret = []byte(rand.Text())
 	}
+	o.MaxDialogueMessages = max(o.MaxDialogueMessages, model.MaxLimit)
 	return errors.Join(errs...)
 }
 
@@ -81,6 +92,10 @@ type Dialogues struct {
 	cursors cursorCodec
 	o       Options
 	stats   counters
+	health  writeHealth
+	// heapPeak is the largest pending heap that Sweep saw since it last
+	// called FreeMemory.
+	heapPeak int64
 }
 
 // counters are monotonically increasing totals, read by Stats.
@@ -99,13 +114,15 @@ func New(repo Repository, store pending.Store, o Options) (*Dialogues, error) {
 	if err := o.fill(); err != nil {
 		return nil, fmt.Errorf("service options: %w", err)
 	}
-	return &Dialogues{
+	d := &Dialogues{
 		repo:    repo,
 		pending: store,
-		commit:  &committer{max: o.CommitBatch, repo: repo, observe: o.ObserveWrite},
 		cursors: cursorCodec{secret: o.CursorSecret},
 		o:       o,
-	}, nil
+		health:  writeHealth{clock: o.Clock},
+	}
+	d.commit = &committer{max: o.CommitBatch, repo: repo, wrote: d.wrote}
+	return d, nil
 }
 
 // Run reclaims expired dialogues and purges consented messages past their
@@ -134,11 +151,41 @@ func every(ctx context.Context, interval time.Duration, f func(context.Context))
 
 // Sweep drops every pending dialogue idle for the TTL. Run calls it
 // periodically; correctness never depends on it, since expiry is also checked
-// on every access.
+// on every access. Once the pending heap has shrunk to half its peak or
+// less, by freeMemoryAfter at least, over one sweep or several, it calls
+// FreeMemory. Sweeps do not run concurrently.
 func (d *Dialogues) Sweep(ctx context.Context) {
-	if err := d.pending.Sweep(ctx); err != nil && ctx.Err() == nil {
-		d.o.Logger.Warn("sweeping expired dialogues failed", "err", err)
+	if d.o.FreeMemory != nil {
+		if c, err := d.pending.Counts(ctx); err == nil {
+			d.heapPeak = max(d.heapPeak, pendingHeap(c))
+		}
 	}
+	if err := d.pending.Sweep(ctx); err != nil {
+		if ctx.Err() == nil {
+			d.o.Logger.Warn("sweeping expired dialogues failed", "err", err)
+		}
+		return
+	}
+	if d.o.FreeMemory == nil {
+		return
+	}
+	if c, err := d.pending.Counts(ctx); err == nil && d.heapPeak-pendingHeap(c) >= freeMemoryAfter && pendingHeap(c) <= d.heapPeak/2 {
+		d.o.FreeMemory()
+		d.heapPeak = pendingHeap(c)
+	}
+}
+
+// freeMemoryAfter is how much the pending heap must shrink from its peak for
+// Sweep to call FreeMemory, which costs a full garbage collection: a flood
+// that expired, not the trickle of abandoned dialogues, nor the churn of a
+// large pending set (the heap must also have halved). The runtime holds
+// about twice the live heap, so this returns 30 MiB or more.
+const freeMemoryAfter = 16 << 20
+
+// pendingHeap estimates the heap that pending dialogues hold: their text,
+// and about 65 bytes per message and 280 per dialogue (BENCHMARKS.md).
+func pendingHeap(c pending.Counts) int64 {
+	return c.Bytes + 65*c.Messages + 280*c.Dialogues
 }
 
 // Ingest holds a customer message until its dialogue's consent decision and
@@ -224,7 +271,10 @@ func (d *Dialogues) Consent(ctx context.Context, dialogueID string, consent bool
 		return model.Outcome{}, err
 	}
 	if err := d.pending.Drop(ctx, t); err != nil {
-		return model.Outcome{}, fmt.Errorf("drop decided dialogue: %w", err)
+		// The decision is committed, so the answer is its outcome. The take
+		// stands until the store's take timeout ends it; a consent retried
+		// meanwhile waits for that, then stores nothing twice.
+		d.o.Logger.Warn("a decision is stored but its pending dialogue could not be released: it is released when its take times out", "err", err)
 	}
 	return out, nil
 }
@@ -275,7 +325,7 @@ func (d *Dialogues) refuse(ctx context.Context, id string, t *pending.Taken, key
 	dropped := dec.Messages
 	start := time.Now()
 	deleted, err := d.repo.Withdraw(context.WithoutCancel(ctx), dec)
-	d.o.ObserveWrite("withdraw", time.Since(start))
+	d.wrote("withdraw", start, err)
 	if err != nil {
 		return model.Outcome{}, fmt.Errorf("record refusal: %w", err)
 	}
@@ -314,7 +364,7 @@ func (d *Dialogues) Erase(ctx context.Context, customerID, keyName string) (mode
 		ErasedAt:   d.o.Clock().UTC(),
 		KeyName:    keyName,
 	})
-	d.o.ObserveWrite("erase", time.Since(start))
+	d.wrote("erase", start, err)
 	d.stats.erased.Add(int64(deleted))
 	if err != nil {
 		return model.ErasureOutcome{}, fmt.Errorf("erase customer: %w", err)
@@ -330,12 +380,13 @@ func (d *Dialogues) Purge(ctx context.Context) {
 	for ctx.Err() == nil {
 		start := time.Now()
 		n, err := d.repo.DeleteCreatedBefore(ctx, before, d.o.RetentionBatch)
-		d.o.ObserveWrite("retention", time.Since(start))
 		d.stats.retentionDeleted.Add(int64(n))
+		if ctx.Err() != nil {
+			return // stopped, not failed
+		}
+		d.wrote("retention", start, err)
 		if err != nil {
-			if ctx.Err() == nil {
-				d.o.Logger.Error("retention purge failed", "err", err)
-			}
+			d.o.Logger.Error("retention purge failed", "err", err)
 			return
 		}
 		if n < d.o.RetentionBatch {

@@ -108,6 +108,72 @@ func TestSweepReclaimsOnlyExpired(t *testing.T) {
 	}
 }
 
+// TestSweepFreesMemoryAfterAFlood checks that sweeps hand memory back once
+// a flood of pending dialogues has expired, whether in one sweep or over
+// several, and not for the usual trickle.
+func TestSweepFreesMemoryAfterAFlood(t *testing.T) {
+	freed := 0
+	d, clk := newTestService(t, &fakeRepo{}, func(s *setup) {
+		s.limits.MaxBytes = 4 * freeMemoryAfter
+		s.o.FreeMemory = func() { freed++ }
+	})
+	ctx := context.Background()
+	text := strings.Repeat("x", 8000)
+	n := 0
+	flood := func(dialogues int) {
+		for range dialogues {
+			n++
+			for range 100 {
+				mustIngest(t, d, msg("c", "flood-"+strconv.Itoa(n), text))
+			}
+		}
+	}
+	const perDialogue = 100*(8000+65) + 280 // pendingHeap of one
+	want := func(step string, calls int) {
+		t.Helper()
+		if freed != calls {
+			t.Fatalf("%s: FreeMemory called %d times, want %d", step, freed, calls)
+		}
+	}
+
+	// Just under freeMemoryAfter expires: no call.
+	flood(freeMemoryAfter / perDialogue)
+	clk.Advance(ttl)
+	d.Sweep(ctx)
+	want("a flood just under freeMemoryAfter", 0)
+
+	// Just over, expiring in one sweep: one call, and none for a sweep
+	// that drops nothing.
+	flood(freeMemoryAfter/perDialogue + 1)
+	clk.Advance(ttl)
+	d.Sweep(ctx)
+	want("a flood that expired in one sweep", 1)
+	d.Sweep(ctx)
+	want("a sweep that dropped nothing", 1)
+
+	// Just over, expiring in two sweeps: one call, at the second.
+	flood(freeMemoryAfter/perDialogue/2 + 1)
+	clk.Advance(ttl / 2)
+	flood(freeMemoryAfter/perDialogue/2 + 1)
+	d.Sweep(ctx)
+	clk.Advance(ttl / 2)
+	d.Sweep(ctx)
+	want("half a flood expired", 1)
+	clk.Advance(ttl / 2)
+	d.Sweep(ctx)
+	want("a flood that expired in two sweeps", 2)
+
+	// A large pending set loses freeMemoryAfter but keeps more than half:
+	// no call, since the collection would cost much and return little.
+	flood(freeMemoryAfter/perDialogue + 1)
+	clk.Advance(ttl / 2)
+	flood(freeMemoryAfter/perDialogue*2 + 2)
+	d.Sweep(ctx)
+	clk.Advance(ttl / 2)
+	d.Sweep(ctx)
+	want("a third of a large pending set expired", 2)
+}
+
 func TestExpiredDialogueRestartsFresh(t *testing.T) {
 	repo := &fakeRepo{}
 	d, clk := newTestService(t, repo, nil)

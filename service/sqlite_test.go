@@ -241,3 +241,58 @@ func TestConsentRacesIngest(t *testing.T) {
 		})
 	}
 }
+
+func TestDialogue(t *testing.T) {
+	a, clk := newApp(t, func(c *config.Config) { c.Dialogues.MaxMessages = 5 })
+	d := a.Service
+	ctx := context.Background()
+	for i := range 3 {
+		ingest(t, d, "c1", "d1", fmt.Sprint("m", i))
+		clk.Advance(time.Millisecond)
+	}
+	if _, err := d.Consent(ctx, "d1", true, "bot"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.Dialogue(ctx, "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for _, m := range got.Messages {
+		texts = append(texts, m.Text)
+	}
+	if !slices.Equal(texts, []string{"m0", "m1", "m2"}) || !got.Decision.Consent || got.Decision.CustomerID != "c1" || !got.Decision.DecidedAt.Equal(fake.Start.Add(3*time.Millisecond)) {
+		t.Errorf("got %q, %+v", texts, got.Decision)
+	}
+	for _, id := range []string{"never", "bad id"} {
+		if _, err := d.Dialogue(ctx, id); !errors.Is(err, model.ErrNotFound) && !errors.Is(err, model.ErrInvalid) {
+			t.Errorf("Dialogue(%q): got %v", id, err)
+		}
+	}
+	// At most model.MaxLimit messages however low dialogues.max_messages:
+	// the bound is on the reply, not on what one consent stores.
+	var msgs []model.Message
+	for i := range model.MaxLimit + 1 {
+		msgs = append(msgs, model.Message{CustomerID: "c2", DialogueID: "d2", Language: "en", Text: "x", CreatedAt: fake.Start.Add(time.Duration(i))})
+	}
+	dec := model.Decision{DialogueID: "d2", CustomerID: "c2", Consent: true, DecidedAt: fake.Start}
+	if err := a.DB.SaveConsents(ctx, []model.Consent{{Decision: dec, Messages: msgs[:model.MaxLimit]}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.Dialogue(ctx, "d2"); err != nil || len(got.Messages) != model.MaxLimit {
+		t.Errorf("a dialogue of %d messages: got %d, %v", model.MaxLimit, len(got.Messages), err)
+	}
+	if err := a.DB.SaveConsents(ctx, []model.Consent{{Decision: dec, Messages: msgs[model.MaxLimit:]}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Dialogue(ctx, "d2"); !errors.Is(err, model.ErrTooLarge) {
+		t.Errorf("a dialogue of %d messages: got %v, want ErrTooLarge", model.MaxLimit+1, err)
+	}
+	// Withdrawn: nothing stored.
+	if _, err := d.Consent(ctx, "d1", false, "bot"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Dialogue(ctx, "d1"); !errors.Is(err, model.ErrNotFound) {
+		t.Errorf("a withdrawn dialogue: got %v, want ErrNotFound", err)
+	}
+}

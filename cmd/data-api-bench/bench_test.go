@@ -97,8 +97,8 @@ func TestRun(t *testing.T) {
 					t.Errorf("check: got %+v, want some dialogues and no failure", *rep.Check)
 				}
 			}
-			if tt.phases > 1 && (rep.Ceiling == nil || rep.Ceiling.Ratio <= 0) {
-				t.Errorf("got ceiling %+v, want a positive ratio", rep.Ceiling)
+			if tt.phases > 1 && (rep.Ceiling == nil || rep.Ceiling.Ratio <= 0 || rep.Ceiling.Ceiling != "its own process") {
+				t.Errorf("got ceiling %+v, want a positive ratio against a bare server in its own process", rep.Ceiling)
 			}
 		})
 	}
@@ -308,5 +308,56 @@ func TestAlsoSpreadsRequests(t *testing.T) {
 	a, b := hits[0].Load(), hits[1].Load()
 	if a == 0 || b == 0 || a > 2*b || b > 2*a {
 		t.Fatalf("requests per instance: %d and %d, want them spread evenly", a, b)
+	}
+}
+
+// TestMain lets the test binary stand for the program when the ceiling
+// starts it as the bare subcommand.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "bare" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// TestBareAnswersAsTheService: the ceiling answers a dialogue's first
+// message with the service's reply, byte for byte.
+func TestBareAnswersAsTheService(t *testing.T) {
+	body := `{"text": "hello", "language": "en"}`
+	post := func(base string) (int, string, string) {
+		resp, err := http.Post(base+"/data/cust-1/dlg-1", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+	}
+	bare := httptest.NewServer(bareHandler())
+	defer bare.Close()
+	ws, wct, wbody := post(newService(t).URL)
+	if gs, gct, gbody := post(bare.URL); gs != ws || gct != wct || gbody != wbody {
+		t.Fatalf("bare answers %d %q %q; the service %d %q %q", gs, gct, gbody, ws, wct, wbody)
+	}
+}
+
+// TestBareSubcommand starts the bare server as its own process, as -ceiling
+// does, and stops it.
+func TestBareSubcommand(t *testing.T) {
+	p, err := startBareProcess(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(p.url+"/data/c/d", "application/json", strings.NewReader(`{"text":"x","language":"en"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("bare process answered %d", resp.StatusCode)
+	}
+	if err := p.stop(); err != nil {
+		t.Fatal(err)
 	}
 }

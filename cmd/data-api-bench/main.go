@@ -12,6 +12,11 @@
 // Usage:
 //
 //	go run ./cmd/data-api-bench -url http://127.0.0.1:8080 [flags]
+//	go run ./cmd/data-api-bench bare [-addr 127.0.0.1:18099]
+//
+// The bare subcommand serves the ceiling of -ceiling (a Gin server that
+// answers ingestion as the service does and keeps nothing) in a process of
+// its own, for -ceiling-url or another load generator such as wrk.
 //
 // It talks only to the URL it is given, which must be a loopback address
 // unless -allow-remote is set, and follows no redirect. Its output holds
@@ -35,7 +40,14 @@ import (
 )
 
 func main() {
-	err := run(context.Background(), os.Args[1:], os.Stdout)
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "bare" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err = runBare(ctx, os.Args[2:], os.Stdout)
+		stop()
+	} else {
+		err = run(context.Background(), os.Args[1:], os.Stdout)
+	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "data-api-bench:", err)
 		os.Exit(1)
@@ -78,6 +90,7 @@ type options struct {
 	exportEvery     time.Duration
 	timeout         time.Duration
 	ceiling         bool
+	ceilingURL      string
 	ceilingDuration time.Duration
 	checkSample     int
 	checkAll        bool
@@ -194,7 +207,9 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 		"from page 1 to this page, to compare its latency with page 1's")
 	fs.DurationVar(&o.exportEvery, "export-every", 5*time.Second, "each analyst streams GET /data/export this often; 0 never")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "limit on one request, reading its reply included (the export of -mode query too)")
-	fs.BoolVar(&o.ceiling, "ceiling", false, "first compare ingest throughput with a bare in-process Gin server")
+	fs.BoolVar(&o.ceiling, "ceiling", false, "first compare ingest throughput with a bare Gin server, run as this program's\n"+
+		"bare subcommand in a process of its own")
+	fs.StringVar(&o.ceilingURL, "ceiling-url", "", "with -ceiling, the base URL of a bare server already running (data-api-bench bare)")
 	fs.DurationVar(&o.ceilingDuration, "ceiling-duration", 10*time.Second, "length of each of the two ceiling phases")
 	fs.IntVar(&o.checkSample, "check-sample", 100, "customers whose decided dialogues are checked after the load")
 	fs.BoolVar(&o.checkAll, "check-all", false, "check the decided dialogues of every customer")
@@ -211,6 +226,13 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 		return o, err
 	}
 	o.target = target
+	if o.ceilingURL != "" {
+		u, err := parseTarget(o.ceilingURL, o.allowRemote)
+		if err != nil {
+			return o, fmt.Errorf("-ceiling-url: %w", err)
+		}
+		o.ceilingURL = u.String()
+	}
 	for _, raw := range also {
 		u, err := parseTarget(raw, o.allowRemote)
 		if err != nil {
@@ -266,6 +288,9 @@ func (o options) validate() error {
 	}
 	if o.ceiling && o.ceilingDuration <= 0 {
 		bad("-ceiling-duration must be positive")
+	}
+	if o.ceilingURL != "" && !o.ceiling {
+		bad("-ceiling-url goes with -ceiling")
 	}
 	if o.checkSample < 0 {
 		bad("-check-sample must not be negative")

@@ -14,7 +14,8 @@ const module = "github.com/data-api/data-api/"
 // api → service → (pending | repository) once each, everything speaks
 // model, only app wires the packages together from config, and each
 // technology stays in its one package: GORM and the SQL drivers in
-// repository, Redis in pending, gin and Prometheus in api, Viper in config.
+// repository, Redis in pending, gin and Prometheus in api, Viper in config;
+// the Go client for callers imports nothing but the standard library.
 // keyring, the standard library's cryptography only, serves repository
 // alone: nothing else handles keys.
 func TestLayers(t *testing.T) {
@@ -23,7 +24,7 @@ func TestLayers(t *testing.T) {
 		external []string // prefixes of other modules it may import
 	}{
 		"model":        {nil, []string{"golang.org/x/text/"}},
-		"pending":      {[]string{"model"}, []string{"github.com/redis/go-redis/"}},
+		"pending":      {[]string{"model"}, []string{"github.com/redis/rueidis"}},
 		"service":      {[]string{"model", "pending"}, nil},
 		"keyring":      {nil, nil},
 		"repository":   {[]string{"keyring", "model"}, []string{"gorm.io/", "github.com/mattn/go-sqlite3", "github.com/jackc/"}},
@@ -31,6 +32,9 @@ func TestLayers(t *testing.T) {
 		"config":       {nil, []string{"github.com/spf13/viper", "github.com/go-viper/", "go.yaml.in/yaml/"}},
 		"app":          {[]string{"api", "config", "pending", "repository", "service"}, nil},
 		"cmd/data-api": {[]string{"app", "config"}, nil},
+		// The Go client is for the service's callers: the standard library
+		// only, so that importing it brings in nothing of the service.
+		"client": {nil, nil},
 	}
 	for dir, rule := range rules {
 		pkg, err := build.ImportDir(filepath.Join("..", "..", dir), 0)

@@ -8,8 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -69,25 +67,22 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 
 	logOut := newLogWriter(stderr)
 	defer logOut.Close()
-	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: logLevel(cfg.Log.Level)}))
-	log.Info("starting", "command", command, "config", cfg.Redacted())
-
 	if command == "rotate-key" {
-		_, err := app.RotateKeys(ctx, cfg, app.Options{Logger: log})
+		_, err := app.RotateKeys(ctx, cfg, app.Options{Log: logOut})
 		return err
 	}
-	a, err := app.New(ctx, cfg, app.Options{Logger: log})
+	a, err := app.New(ctx, cfg, app.Options{Log: logOut})
 	if err != nil {
 		return err
 	}
 	defer func() {
 		if err := a.Close(); err != nil {
-			log.Error("close", "err", err)
+			a.Logger.Error("close", "err", err)
 		}
 	}()
-	ln, err := net.Listen("tcp", cfg.Server.Addr)
+	ln, err := a.Listen()
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	// Once shutdown begins, a second signal stops the process at once.
 	context.AfterFunc(ctx, stop)
@@ -111,10 +106,4 @@ func probeURL(ctx context.Context, url string) error {
 		return fmt.Errorf("probe: %s answered %s", url, resp.Status)
 	}
 	return nil
-}
-
-func logLevel(s string) slog.Level {
-	var l slog.Level
-	_ = l.UnmarshalText([]byte(s)) // config.Validate has checked it
-	return l
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -121,9 +122,40 @@ func TestRunRefusesInvalidConfig(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "dialogues.shards") || !strings.Contains(err.Error(), "dialogues.ttl") {
 		t.Fatalf("run with invalid config: %v; want both keys named", err)
 	}
+	// A typo in a variable's name would silently leave the service open.
+	// (Bounded, lest a service that starts anyway serve forever.)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = run(ctx, nil, []string{
+		"DATA_API_SERVER_ADDR=127.0.0.1:0",
+		"DATA_API_DATABASE_DSN=" + filepath.Join(t.TempDir(), "data-api.db"),
+		"DATA_API_AUTH_KEY=" + `[{"name":"bot","key":"bot-secret-0123456789","roles":["ingest"]}]`,
+	}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "DATA_API_AUTH_KEY: is not a setting; did you mean DATA_API_AUTH_KEYS (auth.keys)?") {
+		t.Fatalf("run with DATA_API_AUTH_KEY: %v; want it refused, naming DATA_API_AUTH_KEYS", err)
+	}
 	err = run(context.Background(), []string{"--config", filepath.Join(t.TempDir(), "missing.yaml")}, nil, io.Discard)
 	if err == nil {
 		t.Fatal("run with a missing --config file succeeded")
+	}
+}
+
+// TestRunRefusesADatabaseItCannotOpen: a database path that cannot be
+// created fails the start with one prefix and the cause, naming the path.
+func TestRunRefusesADatabaseItCannotOpen(t *testing.T) {
+	notADir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notADir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dsn := filepath.Join(notADir, "data-api.db")
+	err := run(context.Background(), nil, []string{"DATA_API_SERVER_ADDR=" + freeAddr(t), "DATA_API_DATABASE_DSN=" + dsn}, io.Discard)
+	if err == nil {
+		t.Fatal("run started on a database path under a file")
+	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "open database") || strings.Count(msg, "open database") != 1 ||
+		!strings.Contains(msg, notADir) || !strings.Contains(msg, "not a directory") {
+		t.Fatalf("got %q; want one \"open database\" prefix, the path and the cause", msg)
 	}
 }
 

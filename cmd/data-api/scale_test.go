@@ -176,18 +176,29 @@ func callAs(t *testing.T, inst *instance, key, method, path, body string, want i
 	return m
 }
 
-// allTexts follows nextCursor from path to the last page.
+// allTexts follows nextCursor from path to the last page and returns the
+// texts.
 func allTexts(t *testing.T, inst *instance, path string) []string {
 	t.Helper()
 	var texts []string
+	for _, m := range allMessages(t, inst, path) {
+		texts = append(texts, m["text"].(string))
+	}
+	return texts
+}
+
+// allMessages follows nextCursor from path to the last page.
+func allMessages(t *testing.T, inst *instance, path string) []map[string]any {
+	t.Helper()
+	var messages []map[string]any
 	for {
 		page := call(t, inst, "GET", path, "", 200)
 		for _, m := range page["data"].([]any) {
-			texts = append(texts, m.(map[string]any)["text"].(string))
+			messages = append(messages, m.(map[string]any))
 		}
 		next, _ := page["nextCursor"].(string)
 		if next == "" {
-			return texts
+			return messages
 		}
 		u, _ := url.Parse(path)
 		q := u.Query()
