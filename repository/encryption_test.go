@@ -602,12 +602,12 @@ func testTextBoundToItsRow(t *testing.T, b encBackend) {
 // plainMessageRow is the messages table of the schema before encryption,
 // as the release before it wrote it.
 type plainMessageRow struct {
-	ID         int64   `gorm:"primaryKey;autoIncrement;index:messages_created_id,priority:2;index:messages_language_created_id,priority:3;index:messages_customer_created_id,priority:3;index:messages_customer_language_created_id,priority:4"`
+	ID         int64   `gorm:"primaryKey;autoIncrement;index:messages_created_id,priority:2;index:messages_language_created_id,priority:3;index:messages_customer_created_id,priority:3;index:messages_customer_language_created_id,priority:4;index:messages_dialogue_created_id,priority:3"`
 	CustomerID string  `gorm:"not null;check:customer_id <> '';index:messages_customer_created_id,priority:1;index:messages_customer_language_created_id,priority:1"`
-	DialogueID string  `gorm:"not null;check:dialogue_id <> '';index:messages_dialogue"`
+	DialogueID string  `gorm:"not null;check:dialogue_id <> '';index:messages_dialogue_created_id,priority:1"`
 	Language   string  `gorm:"not null;index:messages_language_created_id,priority:1;index:messages_customer_language_created_id,priority:2"`
 	Text       string  `gorm:"not null;check:text <> ''"`
-	CreatedAt  int64   `gorm:"not null;autoCreateTime:false;index:messages_created_id,priority:1;index:messages_language_created_id,priority:2;index:messages_customer_created_id,priority:2;index:messages_customer_language_created_id,priority:3"`
+	CreatedAt  int64   `gorm:"not null;autoCreateTime:false;index:messages_created_id,priority:1;index:messages_language_created_id,priority:2;index:messages_customer_created_id,priority:2;index:messages_customer_language_created_id,priority:3;index:messages_dialogue_created_id,priority:2"`
 	Key        *string `gorm:"column:msg_key;uniqueIndex:messages_msg_key,where:msg_key IS NOT NULL"`
 }
 
