@@ -34,7 +34,7 @@ type Repository interface {
 	Export(ctx context.Context, f model.Filter, fn func(model.StoredMessage) error) error
 	// CustomerData calls fn for everything stored about a customer: their
 	// messages, newest first, then their consent ledger entries and their
-	// erasure records, oldest first, as of one moment. It stops at fn's
+	// erasure records, oldest first, in pages as Export reads. It stops at fn's
 	// first error, which it returns as is, or when ctx ends.
 	CustomerData(ctx context.Context, customerID string, fn func(model.CustomerRecord) error) error
 	// EraseCustomer hard-deletes every stored message of e.CustomerID,
