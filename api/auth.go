@@ -18,7 +18,7 @@ import (
 const (
 	roleIngest  = "ingest"  // POST /data, POST /consents
 	roleAnalyst = "analyst" // GET /data, /data/export, /consents/{id}
-	roleAdmin   = "admin"   // DELETE /customers/{id}/data
+	roleAdmin   = "admin"   // GET and DELETE /customers/{id}/data
 )
 
 // Key is an accepted API key: its name (recorded in the ledger), the SHA-256

@@ -25,6 +25,7 @@ type Dialogues interface {
 	Export(ctx context.Context, f model.Filter, fn func(model.StoredMessage) error) error
 	Dialogue(ctx context.Context, dialogueID string) (model.Dialogue, error)
 	Erase(ctx context.Context, customerID, keyName string) (model.ErasureOutcome, error)
+	CustomerData(ctx context.Context, customerID string, fn func(model.CustomerRecord) error) error
 	Ready(ctx context.Context) error
 	Stats() service.Stats
 }

@@ -453,6 +453,10 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 		{name: "no decision", method: "GET", target: "/consents/dlg-none", status: 404},
 		{name: "decision with query", method: "GET", target: "/consents/dlg-1?verbose=1", status: 400},
 		{name: "decision panics", method: "GET", target: "/consents/dlg-panic", status: 500},
+		{name: "customer data", method: "GET", target: "/customers/cust-1/data", status: 200},
+		{name: "customer data with query", method: "GET", target: "/customers/cust-1/data?since=0", status: 400},
+		{name: "customer data bad id", method: "GET", target: "/customers/cust%201/data", status: 400, badRequest: true},
+		{name: "customer data of nobody", method: "GET", target: "/customers/nobody/data", status: 200},
 		{name: "withdrawal", method: "POST", target: "/consents/dlg-1", body: `false`, status: 200},
 
 		{name: "pending 1", method: "POST", target: "/data/cust-2/dlg-p1", body: msg("a", "en"), status: 202},
@@ -462,6 +466,7 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 		{name: "erase pending", method: "DELETE", target: "/customers/cust-2/data", status: 200},
 		{name: "erase stored", method: "DELETE", target: "/customers/cust-1/data", status: 200},
 		{name: "erase bad id", method: "DELETE", target: "/customers/cust%201/data", status: 400, badRequest: true},
+		{name: "customer data after erasure", method: "GET", target: "/customers/cust-1/data", status: 200},
 
 		{name: "healthz", method: "GET", target: "/healthz", status: 200},
 		{name: "readyz", method: "GET", target: "/readyz", status: 200},
@@ -472,6 +477,7 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 		{name: "unknown key", method: "GET", target: "/data", key: "not-a-known-key", status: 401},
 		{name: "key lacks analyst", method: "GET", target: "/data", key: chatbot, status: 403},
 		{name: "key lacks admin", method: "DELETE", target: "/customers/cust-1/data", key: chatbot, status: 403},
+		{name: "key lacks admin to read", method: "GET", target: "/customers/cust-1/data", key: chatbot, status: 403},
 		{name: "metrics without key", method: "GET", target: "/metrics", key: "-", status: 401},
 		{name: "healthz without key", method: "GET", target: "/healthz", key: "-", status: 200},
 		{name: "readyz without key", method: "GET", target: "/readyz", key: "-", status: 200},

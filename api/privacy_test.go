@@ -44,22 +44,31 @@ func TestErasure(t *testing.T) {
 	wantProblem(t, e.do("DELETE", "/customers/alice/data?force=1", ""), 400, "force")
 }
 
-// TestCanaryLeavesNoTrace posts unique texts that are then refused, erased
-// or left to expire, and looks for them everywhere the service writes: log
-// lines, metrics, responses and every file under the data directory.
+// TestCanaryLeavesNoTrace posts unique texts that are then refused,
+// withdrawn, erased or left to expire, and looks for them everywhere the
+// service writes: log lines, metrics, responses and every file under the
+// data directory. A text consented and kept is in no file either: it is
+// stored encrypted.
 func TestCanaryLeavesNoTrace(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	canaries := map[string]string{
-		"refused": "CANARY-refused-8c1f0a",
-		"erased":  "CANARY-erased-5d27b9",
-		"expired": "CANARY-expired-e4a613",
+		"refused":   "CANARY-refused-8c1f0a",
+		"withdrawn": "CANARY-withdrawn-31b7e2",
+		"erased":    "CANARY-erased-5d27b9",
+		"expired":   "CANARY-expired-e4a613",
 	}
-	ids := []string{"canary-cust-1", "canary-dlg-refused", "canary-dlg-erased", "canary-dlg-expired"}
+	const kept = "CANARY-kept-90d4c1"
+	ids := []string{"canary-cust-1", "canary-dlg-refused", "canary-dlg-erased", "canary-dlg-expired", "canary-dlg-withdrawn"}
 	e.post(ids[0], ids[1], canaries["refused"], "en")
 	e.consent(ids[1], false)
+	e.post(ids[0], ids[4], canaries["withdrawn"], "en")
+	e.consent(ids[4], true)
+	e.consent(ids[4], false)
 	e.post(ids[0], ids[2], canaries["erased"], "en")
 	e.consent(ids[2], true)
 	e.post(ids[0], ids[3], canaries["expired"], "en")
+	e.post("canary-cust-2", "canary-dlg-kept", kept, "en")
+	e.consent("canary-dlg-kept", true)
 	e.clock.Advance(time.Hour)
 	e.svc.Sweep(t.Context())
 	if w := e.do("DELETE", "/customers/"+ids[0]+"/data", ""); w.Code != 200 {
@@ -70,8 +79,11 @@ func TestCanaryLeavesNoTrace(t *testing.T) {
 	canaries["rejected"] = "CANARY-rejected-77aa01"
 
 	var responses bytes.Buffer
-	for _, target := range []string{"/data", "/data/export", "/metrics", "/consents/" + ids[2]} {
+	for _, target := range []string{"/data", "/data/export", "/metrics", "/consents/" + ids[2], "/customers/" + ids[0] + "/data"} {
 		responses.Write(e.do("GET", target, "").Body.Bytes())
+	}
+	if !strings.Contains(responses.String(), kept) {
+		t.Fatal("the kept text is in no response: the control failed")
 	}
 	metrics := e.do("GET", "/metrics", "").Body.String()
 	logs := e.logs.String()
@@ -83,6 +95,9 @@ func TestCanaryLeavesNoTrace(t *testing.T) {
 			t.Errorf("the %s canary is in a response", name)
 		}
 	}
+	if strings.Contains(logs, kept) {
+		t.Error("the kept canary is in the log")
+	}
 	for _, id := range ids {
 		if strings.Contains(logs, id) {
 			t.Errorf("id %s is in the log", id)
@@ -91,6 +106,7 @@ func TestCanaryLeavesNoTrace(t *testing.T) {
 			t.Errorf("id %s is in the metrics", id)
 		}
 	}
+	canaries["kept"] = kept
 	err := filepath.WalkDir(e.dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err

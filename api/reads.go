@@ -368,6 +368,10 @@ func (h *Handler) decision(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(c, http.StatusOK, decisionReply{d.DialogueID, d.CustomerID, d.Consent, d.DecidedAt.UTC().Format(timeFormat), d.Messages})
+	writeJSON(c, http.StatusOK, toDecisionReply(d))
 	return nil
+}
+
+func toDecisionReply(d model.Decision) decisionReply {
+	return decisionReply{d.DialogueID, d.CustomerID, d.Consent, d.DecidedAt.UTC().Format(timeFormat), d.Messages}
 }

@@ -37,6 +37,7 @@ func (h *Handler) routes() *gin.Engine {
 	get(e, "/data/export", analyst, h.handle(h.export))
 	h.withIDs(e, "GET", "/consents/:dialogId", analyst, h.handle(h.decision))
 	h.withIDs(e, "GET", "/dialogues/:dialogId", analyst, h.handle(h.dialogue))
+	h.withIDs(e, "GET", "/customers/:customerId/data", admin, h.handle(h.customerData))
 	h.withIDs(e, "DELETE", "/customers/:customerId/data", admin, h.handle(h.erase))
 	none := h.handle(noQuery) // refuses any query parameter, as everywhere
 	get(e, "/healthz", none, h.handle(h.healthz))

@@ -61,9 +61,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.Log.Level)) // Validate checked it
-	log := slog.New(slog.NewJSONHandler(o.Log, &slog.HandlerOptions{Level: level}))
+	log := newLogger(cfg, o.Log)
 	log.Info("starting", "config", cfg) // logs cfg.Redacted()
 	a := &App{cfg: cfg, log: log, Logger: log}
 	switch {
@@ -85,13 +83,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		log.Info("no memory limit: set GOMEMLIMIT (see README, Memory)")
 	}
 
-	db, err := repository.Open(ctx, repository.Options{
-		Driver:     cfg.Database.Driver,
-		DSN:        cfg.Database.DSN,
-		MaxReaders: cfg.Database.MaxReaders,
-		MaxExports: cfg.Database.MaxExports,
-		Logger:     log,
-	})
+	db, err := openDB(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -157,6 +149,52 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	}
 	a.Handler = a.HandlerFor(a.Service)
 	return a, nil
+}
+
+// openDB opens the database cfg names, with its key ring.
+func openDB(ctx context.Context, cfg config.Config, log *slog.Logger) (*repository.DB, error) {
+	enc := cfg.Encryption
+	keys := make([]repository.MasterKey, len(enc.Keys))
+	for i, k := range enc.Keys {
+		keys[i] = repository.MasterKey{ID: k.ID, Key: k.Bytes(), File: k.File}
+	}
+	return repository.Open(ctx, repository.Options{
+		Driver:     cfg.Database.Driver,
+		DSN:        cfg.Database.DSN,
+		MaxReaders: cfg.Database.MaxReaders,
+		MaxExports: cfg.Database.MaxExports,
+		Logger:     log,
+		MasterKeys: keys,
+		ActiveKey:  enc.Active,
+		KeyFile:    enc.KeyFile,
+	})
+}
+
+// newLogger returns the logger of cfg, writing JSON lines to w.
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level)) // Validate checked it
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// RotateKeys rewraps every dialogue key of the database cfg names under
+// the active master key of its key ring (see repository.DB.RotateKeys) and
+// returns how many it rewrapped.
+func RotateKeys(ctx context.Context, cfg config.Config, o Options) (int, error) {
+	if err := cfg.Validate(); err != nil {
+		return 0, fmt.Errorf("configuration: %w", err)
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	log := newLogger(cfg, o.Log)
+	log.Info("starting", "command", "rotate-key", "config", cfg) // logs cfg.Redacted()
+	db, err := openDB(ctx, cfg, log)
+	if err != nil {
+		return 0, err
+	}
+	n, err := db.RotateKeys(ctx)
+	return n, errors.Join(err, db.Close())
 }
 
 // HandlerFor returns a handler configured as a.Handler that serves svc, so

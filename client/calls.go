@@ -228,6 +228,75 @@ func (c *Client) Erase(ctx context.Context, customerID string) (Erasure, error) 
 	return out, err
 }
 
+// CustomerRecord is one record of what the service stores about a
+// customer: Kind says which of Message, Decision and Erasure is set.
+type CustomerRecord struct {
+	Kind     string // "message", "consent" or "erasure"
+	Message  *Message
+	Decision *Decision
+	Erasure  *ErasureRecord
+}
+
+// ErasureRecord records an erasure of a customer's data.
+type ErasureRecord struct {
+	CustomerID string    `json:"customerId"`
+	ErasedAt   time.Time `json:"erasedAt"`
+	Messages   int       `json:"messages"` // stored messages it deleted
+}
+
+// CustomerData returns everything the service stores about customerID, for
+// the customer's right of access (role admin): their messages, newest
+// first, then their consent decisions and erasures, oldest first, streamed
+// as Export streams. An error ends the iteration, as Export's does; a
+// record of a kind this client does not know is one.
+func (c *Client) CustomerData(ctx context.Context, customerID string) iter.Seq2[CustomerRecord, error] {
+	return func(yield func(CustomerRecord, error) bool) {
+		resp, err := c.do(ctx, request{method: http.MethodGet, path: []string{"customers", customerID, "data"}, accept: "application/x-ndjson", idempotent: true})
+		if err != nil {
+			yield(CustomerRecord{}, err)
+			return
+		}
+		defer resp.Body.Close()
+		dec := json.NewDecoder(resp.Body)
+		for {
+			var line json.RawMessage
+			err := dec.Decode(&line)
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			if err != nil {
+				yield(CustomerRecord{}, fmt.Errorf("data api: customer data cut short: %w", err))
+				return
+			}
+			r, err := customerRecord(line)
+			if !yield(r, err) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+func customerRecord(line json.RawMessage) (CustomerRecord, error) {
+	var r CustomerRecord
+	var kind struct{ Kind string }
+	err := json.Unmarshal(line, &kind)
+	switch r.Kind = kind.Kind; {
+	case err != nil:
+	case r.Kind == "message":
+		r.Message = new(Message)
+		err = json.Unmarshal(line, r.Message)
+	case r.Kind == "consent":
+		r.Decision = new(Decision)
+		err = json.Unmarshal(line, r.Decision)
+	case r.Kind == "erasure":
+		r.Erasure = new(ErasureRecord)
+		err = json.Unmarshal(line, r.Erasure)
+	default:
+		err = fmt.Errorf("data api: a customer record of unknown kind %q", r.Kind)
+	}
+	return r, err
+}
+
 // Healthy reports whether the service's process serves (GET /healthz).
 func (c *Client) Healthy(ctx context.Context) error {
 	return c.probe(ctx, "healthz")

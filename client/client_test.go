@@ -181,9 +181,28 @@ func TestEveryEndpoint(t *testing.T) {
 		!slices.Equal(texts(d.Messages), []string{"Hello, my order has not arrived", "It was due on Monday", "Danke"}) {
 		t.Errorf("Dialogue: got %+v, %v", d, err)
 	}
+	kinds := func() (out []string) {
+		for _, r := range collect(t, c.CustomerData(ctx, "42")) {
+			switch {
+			case r.Message != nil:
+				out = append(out, r.Kind+" "+r.Message.Text)
+			case r.Decision != nil:
+				out = append(out, fmt.Sprintf("%s %s %v %d", r.Kind, r.Decision.DialogID, r.Decision.Consent, r.Decision.Messages))
+			case r.Erasure != nil:
+				out = append(out, fmt.Sprintf("%s %s %d", r.Kind, r.Erasure.CustomerID, r.Erasure.Messages))
+			}
+		}
+		return out
+	}
+	if got, want := kinds(), []string{"message Danke", "message It was due on Monday", "message Hello, my order has not arrived", "consent d1 true 3"}; !slices.Equal(got, want) {
+		t.Errorf("CustomerData: got %q, want %q", got, want)
+	}
 	e, err := c.Erase(ctx, "42")
 	if err != nil || e != (client.Erasure{CustomerID: "42", DeletedMessages: 3}) {
 		t.Errorf("Erase: got %+v, %v", e, err)
+	}
+	if got, want := kinds(), []string{"consent d1 true 3", "erasure 42 3"}; !slices.Equal(got, want) {
+		t.Errorf("CustomerData after the erasure: got %q, want %q", got, want)
 	}
 	res, err = c.Consent(ctx, "d2", false)
 	if err != nil || res != (client.ConsentResult{DialogID: "d2", CustomerID: "7", DeletedMessages: 1}) {
@@ -521,5 +540,33 @@ func TestTokenSource(t *testing.T) {
 	}
 	if _, err := c.Decision(t.Context(), "d1"); !client.IsNotFound(err) {
 		t.Errorf("with a token: got %v, want the service's 404", err)
+	}
+}
+
+// TestCustomerDataRefusesUnknownRecords reads a document whose second line
+// is of a kind this client does not know, and one cut short: each ends the
+// iteration with an error, after the records before it.
+func TestCustomerDataRefusesUnknownRecords(t *testing.T) {
+	_, srv := service(t, nil)
+	for name, body := range map[string]string{
+		"unknown kind": `{"kind":"consent","dialogId":"d1","consent":true}` + "\n" + `{"kind":"opinion","text":"x"}` + "\n",
+		"cut short":    `{"kind":"consent","dialogId":"d1","consent":true}` + "\n" + `{"kind":"erasure","custo`,
+	} {
+		c, _ := newClient(t, srv, "all", client.Options{}, func(r *http.Request, _ int) (*http.Response, error) {
+			return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/x-ndjson"}},
+				Body: io.NopCloser(strings.NewReader(body)), Request: r}, nil
+		})
+		var got []client.CustomerRecord
+		var last error
+		for r, err := range c.CustomerData(t.Context(), "42") {
+			if err != nil {
+				last = err
+				break
+			}
+			got = append(got, r)
+		}
+		if len(got) != 1 || got[0].Decision == nil || got[0].Decision.DialogID != "d1" || last == nil {
+			t.Errorf("%s: got %+v, then %v; want the consent, then an error", name, got, last)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	_ "embed"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,8 @@ type Config struct {
 	Log       Log       `mapstructure:"log"`
 	Auth      Auth      `mapstructure:"auth"`
 	Cursor    Cursor    `mapstructure:"cursor"`
+
+	Encryption Encryption `mapstructure:"encryption"`
 }
 
 // Server configures the HTTP server.
@@ -192,6 +195,28 @@ func (c Config) ListenAddr() string {
 // Cursor configures pagination cursors.
 type Cursor struct {
 	Secret string `mapstructure:"secret"` // HMAC key; empty means a random key per process
+}
+
+// Encryption configures the master keys that wrap the key of each
+// dialogue, under which its stored texts are encrypted.
+type Encryption struct {
+	Active  string          `mapstructure:"active"`   // the id of the key that wraps new dialogue keys
+	Keys    []EncryptionKey `mapstructure:"keys"`     // the key ring
+	KeyFile string          `mapstructure:"key_file"` // SQLite without keys: where the generated key is kept; "" = beside the database
+}
+
+// EncryptionKey is one master key. Exactly one of Key and File is set.
+type EncryptionKey struct {
+	ID   string `mapstructure:"id"`
+	Key  string `mapstructure:"key"`  // the base64 of 32 random bytes
+	File string `mapstructure:"file"` // the path of a file holding the base64 of 32 random bytes
+}
+
+// Bytes returns the key's 32 bytes when given as Key, of a key that Validate
+// accepts; nil when given as File.
+func (k EncryptionKey) Bytes() []byte {
+	b, _ := base64.StdEncoding.DecodeString(k.Key) // Validate checked it
+	return b
 }
 
 // Load reads the configuration: the embedded defaults, then the YAML file at

@@ -45,7 +45,20 @@ var want = Config{
 		RefreshInterval: 10 * time.Second,
 		FetchTimeout:    5 * time.Second,
 	}},
+	Encryption: Encryption{Keys: []EncryptionKey{}},
 }
+
+// Master keys that pass validation: the base64 of 32 bytes.
+const (
+	masterKey1 = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	masterKey2 = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
+)
+
+// ring1 is a key ring of one key, k1.
+var ring1 = Encryption{Active: "k1", Keys: []EncryptionKey{{ID: "k1", Key: masterKey1}}}
+
+// withMasterKey is the environment of a key ring of one key, k1.
+var withMasterKey = []string{`DATA_API_ENCRYPTION_KEYS=[{"id":"k1","key":"` + masterKey1 + `"}]`, "DATA_API_ENCRYPTION_ACTIVE=k1"}
 
 // validOIDC is an issuer's configuration that passes validation.
 var validOIDC = OIDC{
@@ -232,7 +245,7 @@ func TestLoadEnvOverridesEveryKey(t *testing.T) {
 		"server.shutdown_grace":       {value: "1m30s", got: func(c Config) any { return c.Server.ShutdownGrace }, want: 90 * time.Second},
 		"server.allowed_origins":      {value: `["https://console.example.com","http://localhost:3000"]`, got: func(c Config) any { return c.Server.AllowedOrigins }, want: []string{"https://console.example.com", "http://localhost:3000"}},
 		"server.export_stall_timeout": {value: "2m", got: func(c Config) any { return c.Server.ExportStallTimeout }, want: 2 * time.Minute},
-		"database.driver":             {value: "postgres", got: func(c Config) any { return c.Database.Driver }, want: "postgres"},
+		"database.driver":             {value: "postgres", got: func(c Config) any { return c.Database.Driver }, want: "postgres", with: withMasterKey},
 		"database.dsn":                {value: "/var/lib/data-api/db", got: func(c Config) any { return c.Database.DSN }, want: "/var/lib/data-api/db"},
 		"database.max_readers":        {value: "8", got: func(c Config) any { return c.Database.MaxReaders }, want: 8},
 		"database.commit_batch":       {value: "32", got: func(c Config) any { return c.Database.CommitBatch }, want: 32},
@@ -295,6 +308,17 @@ func TestLoadEnvOverridesEveryKey(t *testing.T) {
 		"auth.oidc.refresh_interval": {value: "1m", got: func(c Config) any { return c.Auth.OIDC.RefreshInterval }, want: time.Minute},
 		"auth.oidc.fetch_timeout":    {value: "2s", got: func(c Config) any { return c.Auth.OIDC.FetchTimeout }, want: 2 * time.Second},
 		"cursor.secret":              {value: "a-cursor-secret-of-32-characters", got: func(c Config) any { return c.Cursor.Secret }, want: "a-cursor-secret-of-32-characters"},
+		"encryption.keys": {
+			value: `[{"id":"k1","key":"` + masterKey1 + `"},{"id":"k2","file":"/run/secrets/k2"}]`,
+			got:   func(c Config) any { return c.Encryption.Keys },
+			want:  []EncryptionKey{{ID: "k1", Key: masterKey1}, {ID: "k2", File: "/run/secrets/k2"}},
+			with:  []string{"DATA_API_ENCRYPTION_ACTIVE=k2"},
+		},
+		"encryption.active": {
+			value: "k1", got: func(c Config) any { return c.Encryption.Active }, want: "k1",
+			with: withMasterKey[:1],
+		},
+		"encryption.key_file": {value: "/var/lib/data-api/key", got: func(c Config) any { return c.Encryption.KeyFile }, want: "/var/lib/data-api/key"},
 	}
 
 	keys := embeddedKeys(t)
@@ -433,6 +457,20 @@ func TestLoadRejects(t *testing.T) {
 			},
 		},
 		{
+			name:    "unknown field in encryption keys JSON",
+			environ: []string{`DATA_API_ENCRYPTION_KEYS=[{"id":"k1","secret":"` + masterKey1 + `"}]`},
+			want: []string{
+				"encryption.keys[0].secret: unknown key",
+				"encryption.keys[0]: must set one of key (the base64 of 32 random bytes) and file (the path of a file holding it)",
+				`encryption.active: must be the id of the key of encryption.keys that wraps new dialogue keys (one of k1), got ""`,
+			},
+		},
+		{
+			name:    "encryption keys not JSON",
+			environ: []string{"DATA_API_ENCRYPTION_KEYS=k1:" + masterKey1},
+			want:    []string{"encryption.keys: DATA_API_ENCRYPTION_KEYS must be a JSON list: invalid character 'k' looking for beginning of value"},
+		},
+		{
 			name:    "auth keys not JSON",
 			environ: []string{"DATA_API_AUTH_KEYS=bot:secret"},
 			want:    []string{"auth.keys: DATA_API_AUTH_KEYS must be a JSON list: invalid character 'b' looking for beginning of value"},
@@ -491,7 +529,12 @@ func TestValidate(t *testing.T) {
 		{"negative drain delay", func(c *Config) { c.Server.DrainDelay = -time.Second }, "server.drain_delay", "must not be negative, got -1s"},
 		{"zero shutdown grace", func(c *Config) { c.Server.ShutdownGrace = 0 }, "server.shutdown_grace", "must be positive, got 0s"},
 		{"zero export stall timeout", func(c *Config) { c.Server.ExportStallTimeout = 0 }, "server.export_stall_timeout", "must be positive, got 0s"},
-		{"postgres", func(c *Config) { c.Database.Driver = "postgres" }, "", ""},
+		{"postgres", func(c *Config) {
+			c.Database.Driver = "postgres"
+			c.Encryption = ring1
+		}, "", ""},
+		{"postgres without a master key", func(c *Config) { c.Database.Driver = "postgres" }, "encryption.keys",
+			"must hold at least one master key with database.driver postgres (only SQLite generates one), e.g. [{id: k1, key: <openssl rand -base64 32>}]"},
 		{"unknown driver", func(c *Config) { c.Database.Driver = "mysql" }, "database.driver", `must be one of sqlite, postgres, got "mysql"`},
 		{"empty dsn", func(c *Config) { c.Database.DSN = "" }, "database.dsn", "must not be empty"},
 		{"zero readers", func(c *Config) { c.Database.MaxReaders = 0 }, "database.max_readers", "must be positive, got 0"},
@@ -620,6 +663,38 @@ func TestValidate(t *testing.T) {
 			"must be false when auth.keys or auth.oidc.issuer is set: with credentials configured, every endpoint but the probes needs one"},
 		{"cursor secret", func(c *Config) { c.Cursor.Secret = "0123456789abcdef" }, "", ""},
 		{"short cursor secret", func(c *Config) { c.Cursor.Secret = "short" }, "cursor.secret", "must be empty or at least 16 characters, got 5"},
+		{"key ring", func(c *Config) {
+			c.Encryption = Encryption{Active: "k2", Keys: []EncryptionKey{{ID: "k1", Key: masterKey1}, {ID: "k2", File: "/run/secrets/k2"}}}
+		}, "", ""},
+		{"generated key elsewhere", func(c *Config) { c.Encryption.KeyFile = "/var/lib/data-api/key" }, "", ""},
+		{"master key without id", func(c *Config) {
+			c.Encryption = Encryption{Active: "", Keys: []EncryptionKey{{Key: masterKey1}}}
+		}, "encryption.keys[0].id", `must be 1 to 64 characters of A-Z a-z 0-9 . _ -, got ""`},
+		{"master key id with a space", func(c *Config) {
+			c.Encryption = Encryption{Active: "k 1", Keys: []EncryptionKey{{ID: "k 1", Key: masterKey1}}}
+		}, "encryption.keys[0].id", `must be 1 to 64 characters of A-Z a-z 0-9 . _ -, got "k 1"`},
+		{"master key id twice", func(c *Config) {
+			c.Encryption = Encryption{Active: "k1", Keys: []EncryptionKey{{ID: "k1", Key: masterKey1}, {ID: "k1", Key: masterKey2}}}
+		}, "encryption.keys[1].id", `"k1" is already the id of encryption.keys[0]`},
+		{"master key and file", func(c *Config) {
+			c.Encryption = Encryption{Active: "k1", Keys: []EncryptionKey{{ID: "k1", Key: masterKey1, File: "/k1"}}}
+		}, "encryption.keys[0]", "must set only one of key and file, got both"},
+		{"master key short", func(c *Config) {
+			c.Encryption = Encryption{Active: "k1", Keys: []EncryptionKey{{ID: "k1", Key: masterKey1[:40] + "="}}}
+		}, "encryption.keys[0].key", "must be the base64 of 32 random bytes (openssl rand -base64 32); got 41 characters that do not decode to 32 bytes"},
+		{"master key not base64", func(c *Config) {
+			c.Encryption = Encryption{Active: "k1", Keys: []EncryptionKey{{ID: "k1", Key: "0123456789abcdef0123456789abcdef"}}}
+		}, "encryption.keys[0].key", "must be the base64 of 32 random bytes (openssl rand -base64 32); got 32 characters that do not decode to 32 bytes"},
+		{"no active master key", func(c *Config) {
+			c.Encryption = Encryption{Keys: []EncryptionKey{{ID: "k1", Key: masterKey1}, {ID: "k2", Key: masterKey2}}}
+		}, "encryption.active", `must be the id of the key of encryption.keys that wraps new dialogue keys (one of k1, k2), got ""`},
+		{"active master key not in the ring", func(c *Config) {
+			c.Encryption = Encryption{Active: "k3", Keys: []EncryptionKey{{ID: "k1", Key: masterKey1}}}
+		}, "encryption.active", `must be the id of the key of encryption.keys that wraps new dialogue keys (one of k1), got "k3"`},
+		{"active master key without a ring", func(c *Config) { c.Encryption.Active = "k1" }, "encryption.active", `must be empty when encryption.keys is, got "k1"`},
+		{"generated key file beside a ring", func(c *Config) {
+			c.Encryption = Encryption{Active: "k1", Keys: []EncryptionKey{{ID: "k1", Key: masterKey1}}, KeyFile: "/k"}
+		}, "encryption.key_file", "is where the key generated without encryption.keys is kept; with encryption.keys, give a key's file as encryption.keys[].file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -671,14 +746,17 @@ func TestValidateRefusesPlaceholderSecrets(t *testing.T) {
 		{"secret", func(c *Config, s string) {
 			c.Database.Driver = "postgres"
 			c.Database.DSN = "postgres://data_api:" + s + "@db:5432/data_api?sslmode=require"
+			c.Encryption = ring1
 		}, "database.dsn", "password"},
 		{"change-me", func(c *Config, s string) {
 			c.Database.Driver = "postgres"
 			c.Database.DSN = "postgres://db:5432/data_api?user=data_api&password=" + s
+			c.Encryption = ring1
 		}, "database.dsn", "password"},
 		{"Password", func(c *Config, s string) {
 			c.Database.Driver = "postgres"
 			c.Database.DSN = "host=db user=data_api password='" + s + "' dbname=data_api"
+			c.Encryption = ring1
 		}, "database.dsn", "password"},
 		{"placeholder-for-redis-url", func(c *Config, s string) {
 			c.Dialogues.Store = "redis"
@@ -715,6 +793,7 @@ func TestValidateRefusesPlaceholderSecrets(t *testing.T) {
 	c.Cursor.Secret = "my-secret-is-not-a-placeholder-xxx"
 	c.Database.Driver = "postgres"
 	c.Database.DSN = "postgres://data_api:3f9a0c1e7b2d@db:5432/data_api"
+	c.Encryption = ring1
 	c.Auth.Keys = []Key{{Name: "bot", Key: "a-secret-0123456789", Roles: []string{"ingest"}}}
 	if err := c.Validate(); err != nil {
 		t.Errorf("real secrets refused: %v", err)
@@ -753,8 +832,10 @@ func TestRedacted(t *testing.T) {
 	c.Cursor.Secret = "a-cursor-secret-of-32-characters"
 	c.Database.DSN = "postgres://app:s3cret@db:5432/data?sslmode=disable"
 	c.Redis.URL = "redis://:r3dis@cache:6379/0"
+	c.Encryption = Encryption{Active: "k1", Keys: []EncryptionKey{{ID: "k1", Key: masterKey1}, {ID: "k2", File: "/run/secrets/k2"}}}
 	orig := c
 	origKeys := slices.Clone(c.Auth.Keys)
+	origMasterKeys := slices.Clone(c.Encryption.Keys)
 
 	r := c.Redacted()
 	wantKeys := []Key{
@@ -773,7 +854,11 @@ func TestRedacted(t *testing.T) {
 	if want := "redis://:xxxxx@cache:6379/0"; r.Redis.URL != want {
 		t.Errorf("got redis.url %q, want %q", r.Redis.URL, want)
 	}
-	if !reflect.DeepEqual(c, orig) || !reflect.DeepEqual(c.Auth.Keys, origKeys) {
+	wantMasterKeys := []EncryptionKey{{ID: "k1", Key: "[redacted]"}, {ID: "k2", File: "/run/secrets/k2"}}
+	if !reflect.DeepEqual(r.Encryption.Keys, wantMasterKeys) {
+		t.Errorf("got master keys %+v, want %+v", r.Encryption.Keys, wantMasterKeys)
+	}
+	if !reflect.DeepEqual(c, orig) || !reflect.DeepEqual(c.Auth.Keys, origKeys) || !reflect.DeepEqual(c.Encryption.Keys, origMasterKeys) {
 		t.Errorf("Redacted changed its receiver: got %+v, want %+v", c, orig)
 	}
 	s := want
@@ -849,6 +934,15 @@ func TestDefaultIsLoadWithNothingGiven(t *testing.T) {
 	}
 	if got := Default(); !reflect.DeepEqual(got, loaded) {
 		t.Fatalf("Default() = %+v, want %+v", got, loaded)
+	}
+}
+
+func TestEncryptionKeyBytes(t *testing.T) {
+	if got := (EncryptionKey{ID: "k1", Key: masterKey1}).Bytes(); string(got) != "0123456789abcdef0123456789abcdef" {
+		t.Errorf("Bytes() = %q, want the 32 bytes of the base64", got)
+	}
+	if got := (EncryptionKey{ID: "k1", File: "/k1"}).Bytes(); len(got) != 0 {
+		t.Errorf("Bytes() of a key in a file = %q, want none", got)
 	}
 }
 

@@ -13,9 +13,9 @@ import (
 const redacted = "[redacted]"
 
 // Redacted returns a copy of c that is safe to log: the secrets of the API
-// keys, their SHA-256, the cursor secret and the Sentinel passwords are
-// replaced by "[redacted]" when set, and a password in the database DSN or the Redis URL by "xxxxx" (as url.URL.Redacted
-// does).
+// keys, their SHA-256, the cursor secret, the Sentinel passwords and the
+// master keys are replaced by "[redacted]" when set, and a password in the
+// database DSN or the Redis URL by "xxxxx" (as url.URL.Redacted does).
 func (c Config) Redacted() Config {
 	c.Auth.Keys = slices.Clone(c.Auth.Keys)
 	for i := range c.Auth.Keys {
@@ -25,6 +25,11 @@ func (c Config) Redacted() Config {
 		k.Roles = slices.Clone(k.Roles)
 	}
 	c.Cursor.Secret = redact(c.Cursor.Secret)
+	c.Encryption.Keys = slices.Clone(c.Encryption.Keys)
+	for i := range c.Encryption.Keys {
+		k := &c.Encryption.Keys[i]
+		k.Key = redact(k.Key)
+	}
 	c.Database.DSN = redactDSN(c.Database.DSN)
 	c.Redis.URL = redactDSN(c.Redis.URL)
 	c.Redis.Sentinel.Addrs = slices.Clone(c.Redis.Sentinel.Addrs)

@@ -2,10 +2,12 @@ package config
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"net"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -134,8 +136,62 @@ func (c Config) problems() *Error {
 	if n := len(c.Cursor.Secret); n > 0 && n < minSecretLen {
 		e.add("cursor.secret", fmt.Sprintf("must be empty or at least %d characters, got %d", minSecretLen, n))
 	}
+
+	c.Encryption.addProblems(e, db.Driver)
 	c.addPlaceholderProblems(e)
 	return e
+}
+
+// masterKeySize is the size of a master key: AES-256.
+const masterKeySize = 32
+
+// masterKeyID is what a master key's id may be: it is stored beside every
+// dialogue key it wraps, and logged.
+var masterKeyID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// addProblems adds to e the problems of the key ring. No message quotes a
+// key.
+func (enc Encryption) addProblems(e *Error, driver string) {
+	const at = "encryption."
+	ids := make(map[string]int) // id → index of its key
+	for i, k := range enc.Keys {
+		key := fmt.Sprintf("%skeys[%d]", at, i)
+		switch j, dup := ids[k.ID]; {
+		case !masterKeyID.MatchString(k.ID):
+			e.add(key+".id", fmt.Sprintf("must be 1 to 64 characters of A-Z a-z 0-9 . _ -, got %q", k.ID))
+		case dup:
+			e.add(key+".id", fmt.Sprintf("%q is already the id of encryption.keys[%d]", k.ID, j))
+		default:
+			ids[k.ID] = i
+		}
+		switch {
+		case k.Key != "" && k.File != "":
+			e.add(key, "must set only one of key and file, got both")
+		case k.Key == "" && k.File == "":
+			e.add(key, "must set one of key (the base64 of 32 random bytes) and file (the path of a file holding it)")
+		case k.Key != "":
+			if b, err := base64.StdEncoding.DecodeString(k.Key); err != nil || len(b) != masterKeySize {
+				e.add(key+".key", fmt.Sprintf("must be the base64 of %d random bytes (openssl rand -base64 %d); got %d characters that do not decode to %d bytes", masterKeySize, masterKeySize, len(k.Key), masterKeySize))
+			}
+		}
+	}
+	switch {
+	case len(enc.Keys) > 0:
+		known := make([]string, len(enc.Keys))
+		for i, k := range enc.Keys {
+			known[i] = k.ID
+		}
+		if !slices.Contains(known, enc.Active) {
+			e.add(at+"active", fmt.Sprintf("must be the id of the key of encryption.keys that wraps new dialogue keys (one of %s), got %q", strings.Join(known, ", "), enc.Active))
+		}
+		if enc.KeyFile != "" {
+			e.add(at+"key_file", "is where the key generated without encryption.keys is kept; with encryption.keys, give a key's file as encryption.keys[].file")
+		}
+	case enc.Active != "":
+		e.add(at+"active", fmt.Sprintf("must be empty when encryption.keys is, got %q", enc.Active))
+	case driver == "postgres":
+		e.add(at+"keys", "must hold at least one master key with database.driver postgres (only SQLite generates one), e.g. [{id: k1, key: <openssl rand -base64 32>}]")
+	}
 }
 
 // addProblems adds to e the problems of the Redis settings, for

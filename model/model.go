@@ -61,6 +61,14 @@ type Erasure struct {
 	KeyName    string
 }
 
+// CustomerRecord is one item of what is stored about a customer, for their
+// right of access: exactly one of its fields is set.
+type CustomerRecord struct {
+	Message  *StoredMessage
+	Decision *Decision
+	Erasure  *Erasure
+}
+
 // Filter selects consented messages. Empty fields, and zero times, match
 // everything.
 type Filter struct {

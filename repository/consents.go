@@ -2,10 +2,13 @@ package repository
 
 import (
 	"context"
+	"fmt"
+	"slices"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
+	"github.com/data-api/data-api/keyring"
 	"github.com/data-api/data-api/model"
 )
 
@@ -18,63 +21,127 @@ const insertBatch = 1000
 // SaveConsents writes the messages and the ledger entry of every consent in
 // one transaction, all or nothing, committed durably before it returns. A
 // message with a Key that is stored already is not stored again.
+//
+// Each text is sealed under the key of its dialogue, which the same
+// transaction stores: a new one, or for a dialogue consented again the one
+// it has.
 func (db *DB) SaveConsents(ctx context.Context, cs []model.Consent) error {
 	if len(cs) == 0 {
 		return nil
 	}
-	var msgs []newMessageRow
+	var (
+		msgs  []newSealedRow
+		texts []string
+		size  int
+	)
+	owners := make(map[string]string)
 	ledger := make([]consentRow, len(cs))
 	for i, c := range cs {
 		for _, m := range c.Messages {
-			msgs = append(msgs, newMessageRow{
+			msgs = append(msgs, newSealedRow{
 				CustomerID: m.CustomerID,
 				DialogueID: m.DialogueID,
 				Language:   m.Language,
-				Text:       m.Text,
 				CreatedAt:  m.CreatedAt.UnixNano(),
 				Key:        nullable(m.Key),
 			})
+			texts = append(texts, m.Text)
+			size += len(m.Text) + keyring.Overhead
+			owners[m.DialogueID] = m.CustomerID
 		}
 		ledger[i] = toConsentRow(c.Decision)
 	}
-	err := db.writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if len(msgs) > 0 {
-			// A message whose key is stored already is skipped, so that a
-			// consent retried after a crash stores each message once.
-			skipStored := clause.OnConflict{
-				Columns:     []clause.Column{{Name: "msg_key"}},
-				TargetWhere: clause.Where{Exprs: []clause.Expression{clause.Expr{SQL: "msg_key IS NOT NULL"}}},
-				DoNothing:   true,
-			}
-			if err := tx.Clauses(skipStored).CreateInBatches(msgs, insertBatch).Error; err != nil {
+	// Sealed under new keys before the transaction, so that the one writer
+	// does not wait for it; only the texts of a dialogue that has a key
+	// already are sealed again, within it.
+	keys, keyRows, err := db.newKeys(owners)
+	if err != nil {
+		return fmt.Errorf("save consents: %w", err)
+	}
+	if err := sealTexts(msgs, texts, keys, make([]byte, 0, size), nil); err != nil {
+		return fmt.Errorf("save consents: %w", err)
+	}
+	var resealed []string
+	err = db.writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if len(msgs) == 0 {
+			return tx.CreateInBatches(ledger, insertBatch).Error
+		}
+		var err error
+		if resealed, err = db.storeKeys(tx, keys, keyRows); err != nil {
+			return err
+		}
+		if len(resealed) > 0 {
+			if err := sealTexts(msgs, texts, keys, nil, resealed); err != nil {
 				return err
 			}
+		}
+		// A message whose key is stored already is skipped, so that a
+		// consent retried after a crash stores each message once.
+		skipStored := clause.OnConflict{
+			Columns:     []clause.Column{{Name: "msg_key"}},
+			TargetWhere: clause.Where{Exprs: []clause.Expression{clause.Expr{SQL: "msg_key IS NOT NULL"}}},
+			DoNothing:   true,
+		}
+		if err := tx.Clauses(skipStored).CreateInBatches(msgs, insertBatch).Error; err != nil {
+			return err
 		}
 		return tx.CreateInBatches(ledger, insertBatch).Error
 	})
 	if err != nil {
 		return unavailable(ctx, "save consents", err)
 	}
+	db.cacheNewKeys(keys, keyRows, resealed)
 	return nil
 }
 
-// Withdraw hard-deletes every stored message of d.DialogueID and appends d to
-// the ledger in one transaction. The ledger entry's Messages is d.Messages
-// plus the number deleted; Withdraw returns the number deleted.
+// sealTexts seals texts[i] into msgs[i].Sealed under the key of its
+// dialogue, appending to buf, for every message or, when only is set, for
+// the messages of the dialogues it lists.
+func sealTexts(msgs []newSealedRow, texts []string, keys map[string]*keyring.Key, buf []byte, only []string) error {
+	var ad []byte
+	for i := range msgs {
+		m := &msgs[i]
+		if only != nil && !slices.Contains(only, m.DialogueID) {
+			continue
+		}
+		ad = messageAD(ad[:0], m.DialogueID, m.CustomerID, m.Language, m.CreatedAt)
+		n := len(buf)
+		var err error
+		if buf, err = keys[m.DialogueID].Seal(buf, []byte(texts[i]), ad); err != nil {
+			return err
+		}
+		m.Sealed = buf[n:len(buf):len(buf)]
+	}
+	return nil
+}
+
+// Withdraw hard-deletes every stored message of d.DialogueID and its key,
+// and appends d to the ledger in one transaction. The ledger entry's
+// Messages is d.Messages plus the number deleted; Withdraw returns the
+// number deleted. On SQLite it then has the database files scrubbed in the
+// background (see scrubber).
 func (db *DB) Withdraw(ctx context.Context, d model.Decision) (int, error) {
-	var deleted int
+	var deleted, keys int
 	err := db.writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		res := tx.Exec("DELETE FROM messages WHERE dialogue_id = ?", d.DialogueID)
+		res := tx.Exec("DELETE FROM sealed_messages WHERE dialogue_id = ?", d.DialogueID)
 		if res.Error != nil {
 			return res.Error
 		}
 		deleted = int(res.RowsAffected)
+		if res = tx.Exec("DELETE FROM dialogue_keys WHERE dialogue_id = ?", d.DialogueID); res.Error != nil {
+			return res.Error
+		}
+		keys = int(res.RowsAffected)
 		d.Messages += deleted
 		row := toConsentRow(d)
 		return tx.Create(&row).Error
 	})
 	if err != nil {
 		return 0, unavailable(ctx, "withdraw consent", err)
+	}
+	db.keys.drop(d.DialogueID)
+	if deleted > 0 || keys > 0 {
+		db.scrubs.request()
 	}
 	return deleted, nil
 }
@@ -92,14 +159,7 @@ func (db *DB) LatestDecision(ctx context.Context, dialogueID string) (model.Deci
 	case res.RowsAffected == 0:
 		return model.Decision{}, model.Errorf(model.ErrNotFound, "no consent decision is recorded for this dialogue")
 	}
-	return model.Decision{
-		DialogueID: r.DialogueID,
-		CustomerID: r.CustomerID,
-		Consent:    r.Consent,
-		DecidedAt:  fromNanos(r.DecidedAt),
-		Messages:   r.Messages,
-		KeyName:    r.KeyName,
-	}, nil
+	return fromConsentRow(r), nil
 }
 
 // DialogueOwner returns the customer a decided dialogue belongs to; ok is
@@ -116,6 +176,17 @@ func (db *DB) DialogueOwner(ctx context.Context, dialogueID string) (customerID 
 		return "", false, nil
 	}
 	return ids[0], true, nil
+}
+
+func fromConsentRow(r consentRow) model.Decision {
+	return model.Decision{
+		DialogueID: r.DialogueID,
+		CustomerID: r.CustomerID,
+		Consent:    r.Consent,
+		DecidedAt:  fromNanos(r.DecidedAt),
+		Messages:   r.Messages,
+		KeyName:    r.KeyName,
+	}
 }
 
 func toConsentRow(d model.Decision) consentRow {

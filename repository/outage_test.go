@@ -36,6 +36,8 @@ func TestReadinessFollowsWriteOutages(t *testing.T) {
 			cfg.Database.Driver = tc.driver
 			if tc.driver == "postgres" {
 				_, cfg.Database.DSN = repository.PostgresSchema(t)
+				cfg.Encryption.Active = "k1"
+				cfg.Encryption.Keys = []config.EncryptionKey{{ID: "k1", Key: "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}}
 			} else {
 				cfg.Database.DSN = filepath.Join(t.TempDir(), "data.db")
 			}

@@ -48,8 +48,10 @@ func newPostgres(dsn string) (dialect, error) {
 		exporter:         postgresDialector(dsn, readerParams),
 		check:            checkPostgres,
 		migrateLock:      postgresMigrateLock,
+		syncSequence:     "SELECT setval(pg_get_serial_sequence('sealed_messages', 'id'), (SELECT max(id) FROM sealed_messages))",
 		scrub:            vacuumMessages(cfg),
 		interruptQueries: true,
+		keysQuery:        "SELECT dialogue_id, customer_id, wrapped FROM dialogue_keys WHERE dialogue_id IN (SELECT jsonb_array_elements_text($1::jsonb))",
 	}, nil
 }
 
@@ -86,25 +88,27 @@ func checkPostgres(ctx context.Context, writer *gorm.DB, log *slog.Logger) error
 	return nil
 }
 
-// vacuumMessages returns the PostgreSQL scrub: VACUUM messages (and its
-// TOAST table), so that the tuples an erasure deleted are pruned from the
-// heap pages at once rather than kept as dead tuples until autovacuum gets
-// to them. VACUUM cannot run in a transaction; it runs on a
-// connection of its own so that writes do not wait for it. The guarantee is
-// weaker than SQLite's secure_delete and checkpoint:
+// vacuumMessages returns the PostgreSQL scrub: VACUUM of sealed_messages
+// and dialogue_keys (and their TOAST tables), so that the tuples an erasure
+// deleted are pruned from the heap pages at once rather than kept as dead
+// tuples until autovacuum gets to them. VACUUM cannot run in a transaction;
+// it runs on a connection of its own so that writes do not wait for it.
+// The guarantee is weaker than SQLite's secure_delete and checkpoint, which
+// is why the texts are encrypted and what master key rotation is for:
 //   - VACUUM frees the space of the pruned tuples but does not zero it: the
-//     text stays in the table's files until later rows overwrite it
-//     (measured: 54 to 97 of 100 erased texts still in the heap file after
-//     VACUUM and a checkpoint). VACUUM FULL rewrites the table and leaves
-//     none, but holds an ACCESS EXCLUSIVE lock, which stops every read and
-//     write of messages, while it copies the whole table.
+//     sealed texts and wrapped keys stay in the tables' files until later
+//     rows overwrite them (measured before encryption: 54 to 97 of 100
+//     erased texts still in the heap file after VACUUM and a checkpoint).
+//     VACUUM FULL rewrites a table and leaves none, but holds an ACCESS
+//     EXCLUSIVE lock, which stops every read and write of the table, while
+//     it copies the whole table.
 //   - It cannot prune a tuple that a transaction older than the erasure may
 //     still see: a long query, a session idle in a transaction, a
 //     replication slot or a standby's feedback holding back the xmin
 //     horizon. Such tuples wait for a later VACUUM or autovacuum.
 //   - The pruned pages reach the files at the next checkpoint.
-//   - The write-ahead log still holds the text, in the records that
-//     inserted it, until its segments are recycled; a WAL archive, a
+//   - The write-ahead log still holds the rows, in the records that
+//     inserted them, until its segments are recycled; a WAL archive, a
 //     standby or a base backup keeps its own copy for as long as it lives.
 func vacuumMessages(cfg *pgx.ConnConfig) func(ctx context.Context, _ *gorm.DB) error {
 	return func(ctx context.Context, _ *gorm.DB) error {
@@ -121,10 +125,10 @@ func vacuumMessages(cfg *pgx.ConnConfig) func(ctx context.Context, _ *gorm.DB) e
 		if err != nil {
 			return err
 		}
-		_, err = conn.Exec(ctx, "VACUUM messages")
+		_, err = conn.Exec(ctx, "VACUUM sealed_messages, dialogue_keys")
 		err = errors.Join(err, conn.Close(ctx))
 		if err == nil && len(warnings) > 0 {
-			err = fmt.Errorf("VACUUM messages: %s", strings.Join(warnings, "; "))
+			err = fmt.Errorf("VACUUM: %s", strings.Join(warnings, "; "))
 		}
 		return err
 	}

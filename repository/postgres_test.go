@@ -125,7 +125,7 @@ func TestPostgresSessions(t *testing.T) {
 			}
 		}
 	}
-	if err := db.reader.Exec("DELETE FROM messages").Error; err == nil || !strings.Contains(err.Error(), "read-only") {
+	if err := db.reader.Exec("DELETE FROM sealed_messages").Error; err == nil || !strings.Contains(err.Error(), "read-only") {
 		t.Errorf("DELETE on a reader: got %v, want a read-only transaction error", err)
 	}
 }
@@ -180,9 +180,9 @@ func TestPostgresQueryPlans(t *testing.T) {
 		}
 	}
 	queries = append(queries,
-		query{"retention", "SELECT id FROM messages WHERE created_at < ? ORDER BY created_at, id LIMIT ?", []any{t0.Add(100).UnixNano(), 1000}},
-		query{"withdrawal", "SELECT id FROM messages WHERE dialogue_id = ?", []any{"d1"}},
-		query{"erasure", "SELECT id FROM messages WHERE customer_id = ?", []any{"c101"}},
+		query{"retention", "SELECT id FROM sealed_messages WHERE created_at < ? ORDER BY created_at, id LIMIT ?", []any{t0.Add(100).UnixNano(), 1000}},
+		query{"withdrawal", "SELECT id FROM sealed_messages WHERE dialogue_id = ?", []any{"d1"}},
+		query{"erasure", "SELECT id FROM sealed_messages WHERE customer_id = ?", []any{"c101"}},
 		query{"latest decision", "SELECT id FROM consents WHERE dialogue_id = ? ORDER BY id DESC LIMIT 1", []any{"d1"}},
 	)
 	for _, q := range queries {
@@ -213,7 +213,7 @@ func TestPostgresErasureVacuums(t *testing.T) {
 	db := openPostgresAt(t, dsn)
 	save(t, db, consent(msg("c1", "d1", "en", "erase me", 1)), consent(msg("c2", "d2", "en", "other", 2)))
 	vacuums := func() int {
-		return count(t, db, "SELECT vacuum_count FROM pg_stat_user_tables WHERE schemaname = ? AND relname = 'messages'", schema)
+		return count(t, db, "SELECT vacuum_count FROM pg_stat_user_tables WHERE schemaname = ? AND relname = 'sealed_messages'", schema)
 	}
 	before := vacuums()
 	if n, err := db.EraseCustomer(t.Context(), model.Erasure{CustomerID: "c1", ErasedAt: t0}); n != 1 || err != nil {
@@ -278,7 +278,7 @@ func TestPostgresConcurrentOpen(t *testing.T) {
 		errs := make([]error, 4)
 		for i := range errs {
 			wg.Go(func() {
-				db, err := Open(t.Context(), Options{Driver: "postgres", DSN: dsn})
+				db, err := Open(t.Context(), Options{Driver: "postgres", DSN: dsn, MasterKeys: []MasterKey{testKey}, ActiveKey: testKey.ID})
 				if err == nil {
 					err = db.Close()
 				}
@@ -309,7 +309,7 @@ func TestPostgresQueryHonoursContext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.Exec(t.Context(), "LOCK TABLE messages IN ACCESS EXCLUSIVE MODE"); err != nil {
+	if _, err := tx.Exec(t.Context(), "LOCK TABLE sealed_messages IN ACCESS EXCLUSIVE MODE"); err != nil {
 		t.Fatal(err)
 	}
 	for name, read := range map[string]func(context.Context) error{

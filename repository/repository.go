@@ -2,6 +2,10 @@
 // erasure records in a SQL database through GORM. It is the only package that
 // knows about SQL; it speaks the model package's types and error vocabulary.
 //
+// Every stored text is encrypted under a key of its dialogue, itself stored
+// only wrapped by a master key of the configured key ring (see keys.go): no
+// plaintext text reaches a database file.
+//
 // Every write goes through one writer connection and every read through a
 // separate pool of read-only connections, so that readers never wait for a
 // writer and writes are serialised in the order they were made. The queries
@@ -20,6 +24,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/data-api/data-api/keyring"
 	"github.com/data-api/data-api/model"
 )
 
@@ -37,20 +42,35 @@ type Options struct {
 	MaxReaders int          // read connections; 4 when not positive
 	MaxExports int          // exports at once, each on a read connection of its own beside MaxReaders; 4 when not positive
 	Logger     *slog.Logger // receives SQL statements, without their parameters, at debug level; nil discards
+
+	// MasterKeys is the key ring that wraps the dialogue keys, and
+	// ActiveKey the id of the one that wraps new keys. On SQLite the ring
+	// may be empty: the ring is then the key in KeyFile (DSN + ".key" when
+	// empty), generated when missing on a database that needs none yet.
+	MasterKeys []MasterKey
+	ActiveKey  string
+	KeyFile    string
 }
 
 // DB is the database of consented messages. It is safe for concurrent use.
 type DB struct {
 	writer *gorm.DB // one connection: every write, in the order made
 	reader *gorm.DB // a pool of read-only connections
+	log    *slog.Logger
+	ring   *keyring.Ring // the master keys
+	keys   *keyCache     // unwrapped dialogue keys
 	// exporter is a pool of read-only connections for exports only, one per
 	// slot of exportSlots, which an export holds while it runs.
 	exporter    *gorm.DB
 	exportSlots chan struct{}
 	// scrub purges what the engine keeps of deleted rows outside its tables.
 	scrub func(ctx context.Context, writer *gorm.DB) error
-	// interruptQueries is the dialect's.
+	// scrubs runs scrubAfterDelete in the background after withdrawals and
+	// purges; nil when the dialect has none.
+	scrubs *scrubber
+	// interruptQueries and keysQuery are the dialect's.
 	interruptQueries bool
+	keysQuery        string
 }
 
 // dialect holds what differs between database engines: how to connect the
@@ -67,16 +87,30 @@ type dialect struct {
 	// migrateLock, when set, is the statement that serialises migrations
 	// across processes (see migrate).
 	migrateLock string
+	// keyTableOptions ends the CREATE TABLE of dialogue_keys.
+	keyTableOptions string
+	// syncSequence, when set, moves the sequence of sealed_messages' ids
+	// past the ids inserted explicitly (see encryptPlaintext).
+	syncSequence string
 	// scrub purges what the engine keeps of deleted rows outside its tables.
 	scrub func(ctx context.Context, writer *gorm.DB) error
+	// scrubAfterDelete, when set, is the scrub run in the background after
+	// a withdrawal or a retention purge (see scrubber).
+	scrubAfterDelete func(ctx context.Context, writer *gorm.DB) error
 	// interruptQueries runs a query under the caller's context, so that
 	// the driver interrupts it when the context ends. Without it ctx is
 	// checked between rows only.
 	interruptQueries bool
+	// keysQuery selects the dialogue_id, customer_id and wrapped of the
+	// dialogue keys whose ids its one argument lists, a JSON array. It is
+	// prepared by database/sql, not GORM: its placeholder is the driver's.
+	keysQuery string
 }
 
 // Open opens the database o describes, creating and migrating its schema as
-// needed. The caller must Close the DB. It holds at most
+// needed, and encrypting the texts of a database written before encryption
+// (see encryptPlaintext). It refuses a database whose dialogue keys the key
+// ring cannot unwrap. The caller must Close the DB. It holds at most
 // o.MaxReaders+o.MaxExports+1 connections, and on PostgreSQL one more while
 // an erasure vacuums.
 func Open(ctx context.Context, o Options) (*DB, error) {
@@ -107,23 +141,42 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		exports = defaultMaxExports
 	}
 
-	db := &DB{scrub: d.scrub, interruptQueries: d.interruptQueries, exportSlots: make(chan struct{}, exports)}
+	db := &DB{
+		log: log, keys: newKeyCache(), scrub: d.scrub,
+		interruptQueries: d.interruptQueries, keysQuery: d.keysQuery,
+		exportSlots: make(chan struct{}, exports),
+	}
 	if db.writer, err = openPool(d.writer, 1, log); err != nil {
 		return nil, fmt.Errorf("open database writer: %w", err)
 	}
+	fail := func(what string, err error) (*DB, error) {
+		return nil, errors.Join(fmt.Errorf("%s: %w", what, err), closePool(db.writer))
+	}
 	if d.check != nil {
 		if err := d.check(ctx, db.writer, log); err != nil {
-			return nil, errors.Join(fmt.Errorf("check database: %w", err), closePool(db.writer))
+			return fail("check database", err)
 		}
 	}
-	if err := migrate(ctx, db.writer, d.migrateLock); err != nil {
-		return nil, errors.Join(fmt.Errorf("migrate database: %w", err), closePool(db.writer))
+	if err := migrate(ctx, db.writer, d); err != nil {
+		return fail("migrate database", err)
+	}
+	if db.ring, err = openRing(ctx, db.writer, o, log); err != nil {
+		return fail("open key ring", err)
+	}
+	if err := db.checkMasterKeys(ctx); err != nil {
+		return fail("check key ring", err)
+	}
+	if err := db.encryptPlaintext(ctx, d); err != nil {
+		return fail("encrypt plaintext messages", err)
 	}
 	if db.reader, err = openPool(d.reader, readers, log); err != nil {
-		return nil, errors.Join(fmt.Errorf("open database readers: %w", err), closePool(db.writer))
+		return fail("open database readers", err)
 	}
 	if db.exporter, err = openPool(d.exporter, exports, log); err != nil {
 		return nil, errors.Join(fmt.Errorf("open database export readers: %w", err), closePool(db.reader), closePool(db.writer))
+	}
+	if d.scrubAfterDelete != nil {
+		db.scrubs = startScrubber(func(ctx context.Context) error { return d.scrubAfterDelete(ctx, db.writer) }, log)
 	}
 	if err := db.Ping(ctx); err != nil {
 		return nil, errors.Join(err, db.Close())
@@ -163,8 +216,10 @@ func closePool(g *gorm.DB) error {
 	return pool.Close()
 }
 
-// Close closes every connection, the writer last.
+// Close stops the background scrub and closes every connection, the writer
+// last.
 func (db *DB) Close() error {
+	db.scrubs.stop()
 	return errors.Join(closePool(db.exporter), closePool(db.reader), closePool(db.writer))
 }
 

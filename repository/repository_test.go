@@ -35,10 +35,25 @@ func openSQLiteAt(t testing.TB, path string) *DB {
 	return openAt(t, "sqlite", path)
 }
 
+// testKey is the master key k1 of the tests' key rings.
+var testKey = MasterKey{ID: "k1", Key: []byte("0123456789abcdef0123456789abcdef")}
+
 // openAt opens the database of driver at dsn and closes it when t ends.
+// PostgreSQL gets the key ring of testKey; SQLite, as configured by
+// default, none: a key generated beside the database.
 func openAt(t testing.TB, driver, dsn string) *DB {
 	t.Helper()
-	db, err := Open(t.Context(), Options{Driver: driver, DSN: dsn})
+	o := Options{Driver: driver, DSN: dsn}
+	if driver == "postgres" {
+		o.MasterKeys, o.ActiveKey = []MasterKey{testKey}, testKey.ID
+	}
+	return openWith(t, o)
+}
+
+// openWith opens the database o names and closes it when t ends.
+func openWith(t testing.TB, o Options) *DB {
+	t.Helper()
+	db, err := Open(t.Context(), o)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -162,6 +177,7 @@ var suite = []struct {
 	{"Ping", testPing},
 	{"ProbeWrite", testProbeWrite},
 	{"ExportMemoryIsFlat", testExportMemoryIsFlat},
+	{"CustomerData", testCustomerData},
 	{"ExportSlots", testExportSlots},
 	{"ExportsHaveConnectionsOfTheirOwn", testExportsHaveConnectionsOfTheirOwn},
 	{"StalledExportHoldsNothing", testStalledExportHoldsNothing},
@@ -218,13 +234,13 @@ func testMessageKeys(t *testing.T, db *DB) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	var keys []string
-	if err := db.reader.Raw("SELECT COALESCE(msg_key, '-') FROM messages ORDER BY created_at DESC, id DESC").Scan(&keys).Error; err != nil {
+	if err := db.reader.Raw("SELECT COALESCE(msg_key, '-') FROM sealed_messages ORDER BY created_at DESC, id DESC").Scan(&keys).Error; err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{"d1/3", "-", "-", "d1/2", "d1/1"}; !slices.Equal(keys, want) {
 		t.Errorf("got keys %q, want %q", keys, want)
 	}
-	if got := count(t, db, "SELECT COUNT(*) FROM messages WHERE msg_key IS NULL"); got != 2 {
+	if got := count(t, db, "SELECT COUNT(*) FROM sealed_messages WHERE msg_key IS NULL"); got != 2 {
 		t.Errorf("got %d messages with a NULL key, want 2 (the empty key is stored as NULL)", got)
 	}
 	if got := count(t, db, "SELECT COUNT(*) FROM consents"); got != 3 {
@@ -264,7 +280,7 @@ func testManyConsentsInOneCall(t *testing.T, db *DB) {
 		cs = append(cs, consent(msgs...))
 	}
 	save(t, db, cs...)
-	if got := count(t, db, "SELECT COUNT(*) FROM messages"); got != 64*20 {
+	if got := count(t, db, "SELECT COUNT(*) FROM sealed_messages"); got != 64*20 {
 		t.Errorf("got %d messages, want %d", got, 64*20)
 	}
 	if got := count(t, db, "SELECT COUNT(*) FROM consents WHERE messages = 20"); got != 64 {
@@ -540,7 +556,7 @@ func testAllOrNothing(t *testing.T, db *DB) {
 	if !errors.Is(err, context.Canceled) || !errors.Is(err, model.ErrUnavailable) {
 		t.Errorf("cancelled: got %v, want context.Canceled and ErrUnavailable", err)
 	}
-	if got := count(t, db, "SELECT COUNT(*) FROM messages"); got != 0 {
+	if got := count(t, db, "SELECT COUNT(*) FROM sealed_messages"); got != 0 {
 		t.Errorf("got %d messages, want 0", got)
 	}
 	if _, err := db.LatestDecision(t.Context(), "d1"); !errors.Is(err, model.ErrNotFound) {

@@ -7,43 +7,74 @@ import (
 	"gorm.io/gorm"
 )
 
-// messageRow is a consented message. CreatedAt is in UTC Unix nanoseconds,
-// so that the order is exact whatever the time zone. Each index but
-// messages_msg_key serves filters in newest-first keyset order, a range of
-// created_at included: one combination of language and customer each, and
-// messages_dialogue_created_id every filter that names a dialogue (see
-// selectMessages); messages_msg_key makes a keyed message storable once only.
-type messageRow struct {
-	ID         int64  `gorm:"primaryKey;autoIncrement;index:messages_created_id,priority:2;index:messages_language_created_id,priority:3;index:messages_customer_created_id,priority:3;index:messages_customer_language_created_id,priority:4;index:messages_dialogue_created_id,priority:3"`
-	CustomerID string `gorm:"not null;check:customer_id <> '';index:messages_customer_created_id,priority:1;index:messages_customer_language_created_id,priority:1"`
-	DialogueID string `gorm:"not null;check:dialogue_id <> '';index:messages_dialogue_created_id,priority:1"`
-	Language   string `gorm:"not null;index:messages_language_created_id,priority:1;index:messages_customer_language_created_id,priority:2"`
-	Text       string `gorm:"not null;check:text <> ''"`
-	CreatedAt  int64  `gorm:"not null;autoCreateTime:false;index:messages_created_id,priority:1;index:messages_language_created_id,priority:2;index:messages_customer_created_id,priority:2;index:messages_customer_language_created_id,priority:3;index:messages_dialogue_created_id,priority:2"`
+// sealedMessageRow is a consented message, its text sealed under the key of
+// its dialogue (see keys.go): the table holds no plaintext. CreatedAt is in
+// UTC Unix nanoseconds, so that the order is exact whatever the time zone.
+// Each index but sealed_messages_msg_key serves filters in newest-first
+// keyset order, a range of created_at included: one combination of
+// language and customer each, and sealed_messages_dialogue_created_id every
+// filter that names a dialogue (see selectMessages); sealed_messages_msg_key
+// makes a keyed message storable once only.
+//
+// The table is not named messages: that name is the plaintext table of
+// databases written before encryption, which Open encrypts into this one
+// (see plaintext.go).
+type sealedMessageRow struct {
+	ID         int64  `gorm:"primaryKey;autoIncrement;index:sealed_messages_created_id,priority:2;index:sealed_messages_language_created_id,priority:3;index:sealed_messages_customer_created_id,priority:3;index:sealed_messages_customer_language_created_id,priority:4;index:sealed_messages_dialogue_created_id,priority:3"`
+	CustomerID string `gorm:"not null;check:customer_id <> '';index:sealed_messages_customer_created_id,priority:1;index:sealed_messages_customer_language_created_id,priority:1"`
+	DialogueID string `gorm:"not null;check:dialogue_id <> '';index:sealed_messages_dialogue_created_id,priority:1"`
+	Language   string `gorm:"not null;index:sealed_messages_language_created_id,priority:1;index:sealed_messages_customer_language_created_id,priority:2"`
+	// Sealed is the text sealed under the dialogue's key, bound to the
+	// row's identity (see messageAD): longer than keyring.Overhead, the
+	// seal of an empty text.
+	Sealed    []byte `gorm:"not null;check:length(sealed) > 28"`
+	CreatedAt int64  `gorm:"not null;autoCreateTime:false;index:sealed_messages_created_id,priority:1;index:sealed_messages_language_created_id,priority:2;index:sealed_messages_customer_created_id,priority:2;index:sealed_messages_customer_language_created_id,priority:3;index:sealed_messages_dialogue_created_id,priority:2"`
 	// Key is the message's idempotency key, NULL when it has none. The
 	// unique index is partial, so that unkeyed messages (the memory store's)
 	// cost no index entry.
-	Key *string `gorm:"column:msg_key;uniqueIndex:messages_msg_key,where:msg_key IS NOT NULL"`
+	Key *string `gorm:"column:msg_key;uniqueIndex:sealed_messages_msg_key,where:msg_key IS NOT NULL"`
 }
 
-func (messageRow) TableName() string { return "messages" }
+func (sealedMessageRow) TableName() string { return "sealed_messages" }
 
-// newMessageRow is a messageRow to insert, without the ID the database
+// newSealedRow is a sealedMessageRow to insert, without the ID the database
 // assigns: GORM then inserts it without RETURNING the IDs, which nothing
 // reads and which cost a fifth of an insert's time.
-type newMessageRow struct {
+type newSealedRow struct {
 	CustomerID string
 	DialogueID string
 	Language   string
-	Text       string
+	Sealed     []byte
 	CreatedAt  int64   `gorm:"autoCreateTime:false"`
 	Key        *string `gorm:"column:msg_key"`
 }
 
-func (newMessageRow) TableName() string { return "messages" }
+func (newSealedRow) TableName() string { return "sealed_messages" }
+
+// dialogueKeyRow is the key of one dialogue's texts, wrapped (encrypted) by
+// the master key MasterKey and bound to the dialogue and its customer (see
+// keyAD). Deleting the row destroys the key: the texts it sealed can never
+// be read again, from any copy, once no master key that wrapped it is left.
+//
+// Two B-trees only, as every commit of a consent writes a page of each: the
+// primary key (on SQLite the table itself, WITHOUT ROWID; see
+// keyTableOptions), which reads and withdrawals look keys up by, and the
+// customer's index, for erasure. MasterKey has none: the check at Open and
+// a rotation read the whole table anyway.
+type dialogueKeyRow struct {
+	DialogueID string `gorm:"primaryKey;check:dialogue_id <> ''"`
+	CustomerID string `gorm:"not null;index:dialogue_keys_customer"`
+	MasterKey  string `gorm:"not null"`
+	Wrapped    []byte `gorm:"not null"`
+}
+
+func (dialogueKeyRow) TableName() string { return "dialogue_keys" }
 
 // consentRow is an entry of the append-only consent ledger; the newest entry
 // of a dialogue has the highest ID.
+//
+// It has no index by customer: the right of access, rare, scans the ledger
+// rather than have every consent write a page of one more B-tree.
 type consentRow struct {
 	ID         int64  `gorm:"primaryKey;autoIncrement;index:consents_dialogue_id,priority:2"`
 	DialogueID string `gorm:"not null;check:dialogue_id <> '';index:consents_dialogue_id,priority:1"`
@@ -76,32 +107,22 @@ type probeRow struct {
 
 func (probeRow) TableName() string { return "write_probes" }
 
-// droppedIndexes are indexes of earlier schemas that a later index serves:
-// messages_dialogue (dialogue_id) is a prefix of messages_dialogue_created_id.
-var droppedIndexes = []string{"messages_dialogue"}
-
-// migrate creates or updates the tables and their indexes, and drops the
-// indexes of earlier schemas that no query needs. When lock is set, the
-// migration is one transaction that runs lock first, so that processes that
-// start together on an empty database take turns rather than race to create
-// the same tables.
-func migrate(ctx context.Context, writer *gorm.DB, lock string) error {
+// migrate creates or updates the tables and their indexes. When the
+// dialect has a migrateLock, the migration is one transaction that takes it
+// first, so that processes that start together on an empty database take
+// turns rather than race to create the same tables.
+func migrate(ctx context.Context, writer *gorm.DB, d dialect) error {
 	run := func(tx *gorm.DB) error {
-		if err := tx.AutoMigrate(&messageRow{}, &consentRow{}, &erasureRow{}, &probeRow{}); err != nil {
+		if err := tx.AutoMigrate(&sealedMessageRow{}, &consentRow{}, &erasureRow{}, &probeRow{}); err != nil {
 			return err
 		}
-		for _, name := range droppedIndexes {
-			if err := tx.Exec("DROP INDEX IF EXISTS " + name).Error; err != nil {
-				return err
-			}
-		}
-		return nil
+		return tx.Set("gorm:table_options", d.keyTableOptions).AutoMigrate(&dialogueKeyRow{})
 	}
-	if lock == "" {
+	if d.migrateLock == "" {
 		return run(writer.WithContext(ctx))
 	}
 	return writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Exec(lock).Error; err != nil {
+		if err := tx.Exec(d.migrateLock).Error; err != nil {
 			return err
 		}
 		return run(tx)

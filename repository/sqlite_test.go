@@ -1,7 +1,6 @@
 package repository
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -18,6 +17,8 @@ import (
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 
+	"github.com/data-api/data-api/internal/fake"
+	"github.com/data-api/data-api/keyring"
 	"github.com/data-api/data-api/model"
 )
 
@@ -130,8 +131,8 @@ func TestSQLiteQueryPlans(t *testing.T) {
 		}
 	}
 	queries = append(queries,
-		query{"retention", "SELECT id FROM messages WHERE created_at < ? ORDER BY created_at, id LIMIT ?", []any{1, 2}},
-		query{"withdrawal", "SELECT id FROM messages WHERE dialogue_id = ?", []any{"d1"}},
+		query{"retention", "SELECT id FROM sealed_messages WHERE created_at < ? ORDER BY created_at, id LIMIT ?", []any{1, 2}},
+		query{"withdrawal", "SELECT id FROM sealed_messages WHERE dialogue_id = ?", []any{"d1"}},
 		query{"latest decision", "SELECT id FROM consents WHERE dialogue_id = ? ORDER BY id DESC LIMIT 1", []any{"d1"}},
 	)
 	for _, q := range queries {
@@ -159,53 +160,37 @@ func TestSQLiteQueryPlans(t *testing.T) {
 	}
 }
 
-// TestSQLiteErasureLeavesNoTrace checks that erased text is in no file of the
-// database once EraseCustomer returns, neither in the database file nor in
-// the write-ahead log.
+// TestSQLiteErasureLeavesNoTrace checks that once EraseCustomer returns,
+// neither the sealed texts nor the wrapped key of an erased dialogue is in
+// any file of the database, the database file or the write-ahead log: even
+// with the key ring, nothing there yields the erased text.
 func TestSQLiteErasureLeavesNoTrace(t *testing.T) {
 	dir := t.TempDir()
 	db := openSQLiteAt(t, filepath.Join(dir, "test.db"))
-	canary := "canary-" + time.Now().Format(time.RFC3339Nano) + "-b7e1"
 	var msgs []model.Message
 	for i := range 50 {
-		text := "filler"
-		if i == 25 {
-			text = canary
-		}
-		msgs = append(msgs, msg("c1", "d1", "en", text, int64(i)))
+		msgs = append(msgs, msg("c1", "d1", "en", fmt.Sprint("filler ", i), int64(i)))
 	}
 	save(t, db, consent(msgs...), consent(msg("c2", "d2", "en", "other", 0)))
-
-	found := func() []string {
-		var in []string
-		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			b, err := os.ReadFile(path)
-			if bytes.Contains(b, []byte(canary)) {
-				in = append(in, filepath.Base(path))
-			}
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return in
+	key, _ := keyRow(t, db, "d1")
+	traces := map[string][]byte{"key": key.Wrapped}
+	for i, s := range sealedOf(t, db, "d1") {
+		traces[fmt.Sprint("text ", i)] = s
 	}
-	// Erasing another customer checkpoints the canary into the database
-	// file, so that erasing its own also tests secure_delete there.
+
+	// Erasing another customer checkpoints d1 into the database file, so
+	// that erasing its own also tests secure_delete there.
 	if _, err := db.EraseCustomer(t.Context(), model.Erasure{CustomerID: "c2", ErasedAt: t0}); err != nil {
 		t.Fatalf("EraseCustomer: %v", err)
 	}
-	if in := found(); len(in) != 1 || in[0] != "test.db" {
-		t.Fatalf("before erasure the canary is in %q, want [test.db]", in)
+	if in := findInDir(t, dir, traces); len(in) != len(traces) || !strings.HasPrefix(in[0], "test.db:") {
+		t.Fatalf("before erasure the traces of d1 are in %q, want each once in test.db", in)
 	}
 	if _, err := db.EraseCustomer(t.Context(), model.Erasure{CustomerID: "c1", ErasedAt: t0}); err != nil {
 		t.Fatalf("EraseCustomer: %v", err)
 	}
-	if in := found(); len(in) > 0 {
-		t.Errorf("after erasure the canary is in %q, want nowhere", in)
+	if in := findInDir(t, dir, traces); len(in) > 0 {
+		t.Errorf("after erasure traces of d1 are in %q, want nowhere", in)
 	}
 }
 
@@ -227,7 +212,7 @@ func TestSQLiteReopen(t *testing.T) {
 }
 
 func TestSQLiteLogsNoText(t *testing.T) {
-	var buf bytes.Buffer
+	var buf fake.Log // the background scrub logs too
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	db, err := Open(t.Context(), Options{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "test.db"), Logger: log})
 	if err != nil {
@@ -241,6 +226,9 @@ func TestSQLiteLogsNoText(t *testing.T) {
 	}
 	if _, err := db.Withdraw(context.Background(), model.Decision{DialogueID: dialogue, DecidedAt: t0}); err != nil {
 		t.Fatalf("Withdraw: %v", err)
+	}
+	if err := db.scrubs.wait(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 	if !strings.Contains(buf.String(), "msg=sql") {
 		t.Errorf("the debug log traces no statement: %q", buf.String())
@@ -282,8 +270,9 @@ func TestSQLiteReaderWaitHonoursContext(t *testing.T) {
 	}
 }
 
-// messageRowV1 is messageRow as it was before messages had keys.
-type messageRowV1 struct {
+// plainMessageRowV1 is the plaintext messages table as it was before
+// messages had keys.
+type plainMessageRowV1 struct {
 	ID         int64  `gorm:"primaryKey;autoIncrement;index:messages_created_id,priority:2;index:messages_language_created_id,priority:3;index:messages_customer_created_id,priority:3;index:messages_customer_language_created_id,priority:4"`
 	CustomerID string `gorm:"not null;check:customer_id <> '';index:messages_customer_created_id,priority:1;index:messages_customer_language_created_id,priority:1"`
 	DialogueID string `gorm:"not null;check:dialogue_id <> '';index:messages_dialogue"`
@@ -292,20 +281,21 @@ type messageRowV1 struct {
 	CreatedAt  int64  `gorm:"not null;autoCreateTime:false;index:messages_created_id,priority:1;index:messages_language_created_id,priority:2;index:messages_customer_created_id,priority:2;index:messages_customer_language_created_id,priority:3"`
 }
 
-func (messageRowV1) TableName() string { return "messages" }
+func (plainMessageRowV1) TableName() string { return "messages" }
 
-// TestSQLiteMigratesMessageKeys checks that opening a database made before
-// messages had keys keeps its messages and adds the key and its index.
-func TestSQLiteMigratesMessageKeys(t *testing.T) {
+// TestSQLiteMigratesMessagesWithoutKeys checks that opening a database made
+// before messages had keys (and before encryption) keeps its messages,
+// sealed, and keys them from then on.
+func TestSQLiteMigratesMessagesWithoutKeys(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "test.db")
 	old, err := gorm.Open(sqlite.Open(path), &gorm.Config{Logger: gormLogger{slog.New(slog.DiscardHandler)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := old.AutoMigrate(&messageRowV1{}, &consentRow{}, &erasureRow{}); err != nil {
+	if err := old.AutoMigrate(&plainMessageRowV1{}, &plainConsentRow{}, &plainErasureRow{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := old.Create(&messageRowV1{CustomerID: "c1", DialogueID: "d1", Language: "en", Text: "old", CreatedAt: t0.UnixNano()}).Error; err != nil {
+	if err := old.Create(&plainMessageRowV1{CustomerID: "c1", DialogueID: "d1", Language: "en", Text: "old", CreatedAt: t0.UnixNano()}).Error; err != nil {
 		t.Fatal(err)
 	}
 	if err := closePool(old); err != nil {
@@ -320,7 +310,188 @@ func TestSQLiteMigratesMessageKeys(t *testing.T) {
 	if got := texts(all(t, db, model.Filter{})); !slices.Equal(got, []string{"new", "old"}) {
 		t.Errorf("got %q, want [new old]", got)
 	}
-	if got := count(t, db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'messages_msg_key' AND sql LIKE 'CREATE UNIQUE INDEX%'"); got != 1 {
-		t.Errorf("got %d unique indexes messages_msg_key, want 1", got)
+	if got := count(t, db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'sealed_messages_msg_key' AND sql LIKE 'CREATE UNIQUE INDEX%'"); got != 1 {
+		t.Errorf("got %d unique indexes sealed_messages_msg_key, want 1", got)
+	}
+	if got := count(t, db, "SELECT COUNT(*) FROM sqlite_master WHERE tbl_name = 'messages'"); got != 0 {
+		t.Errorf("the plaintext table or %d of its indexes are left", got)
+	}
+}
+
+// TestSQLiteGeneratesItsKey opens SQLite without a key ring, as the
+// default configuration does: a key is generated into a file beside the
+// database, readable by its owner only, and used from then on; a key file
+// that others may read, that is missing, or that holds another key is
+// refused.
+func TestSQLiteGeneratesItsKey(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "data.db")
+	keyFile := path + ".key"
+	logs := &fake.Log{}
+	o := Options{Driver: "sqlite", DSN: path, Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	db := openWith(t, o)
+	save(t, db, consent(msg("c1", "d1", "en", "text", 1)))
+	info, err := os.Stat(keyFile)
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: got %v, %v; want mode -rw-------", info, err)
+	}
+	key, _ := os.ReadFile(keyFile)
+	if !strings.Contains(logs.String(), `"key_file":"`+keyFile+`"`) || !strings.Contains(logs.String(), "generated one in a key file") {
+		t.Errorf("the log does not say where the key was generated: %s", logs)
+	}
+	if strings.Contains(logs.String(), strings.TrimSpace(string(key))) {
+		t.Error("the log holds the key")
+	}
+	if k, _ := keyRow(t, db, "d1"); k.MasterKey != GeneratedKeyID {
+		t.Errorf("the dialogue key is wrapped by %q, want %q", k.MasterKey, GeneratedKeyID)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Opened again, it uses the same key and says nothing new.
+	before := strings.Count(logs.String(), "generated one")
+	db = openWith(t, o)
+	if got := texts(all(t, db, model.Filter{})); !slices.Equal(got, []string{"text"}) {
+		t.Errorf("reopened: got %q, want [text]", got)
+	}
+	if after := strings.Count(logs.String(), "generated one"); after != before {
+		t.Error("reopening generated another key")
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	refused := func(name, want string) {
+		t.Helper()
+		db, err := Open(t.Context(), Options{Driver: "sqlite", DSN: path})
+		if err == nil {
+			db.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want an error saying %q", name, err, want)
+		}
+	}
+	if err := os.Chmod(keyFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	refused("key file readable by others", "others may read it; chmod 600 it")
+
+	if err := os.Rename(keyFile, keyFile+".away"); err != nil {
+		t.Fatal(err)
+	}
+	refused("key file missing", "wrapped by the master key of "+keyFile+", which is missing")
+	if _, err := os.Stat(keyFile); !errors.Is(err, fs.ErrNotExist) {
+		t.Error("a missing key file needed by the database was generated anew")
+	}
+
+	if _, err := keyring.CreateFile(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	refused("another key in the key file", `master key "generated" of the key ring does not unwrap the dialogue keys it wrapped`)
+
+	// Elsewhere, when told.
+	o = Options{Driver: "sqlite", DSN: filepath.Join(dir, "other.db"), KeyFile: filepath.Join(dir, "keys", "other.key")}
+	db = openWith(t, o)
+	save(t, db, consent(msg("c1", "d1", "en", "text", 1)))
+	if _, err := os.Stat(o.KeyFile); err != nil {
+		t.Errorf("the key file named by KeyFile: %v", err)
+	}
+}
+
+// TestSQLiteScrubsCoalesce makes many scrub requests while a scrub cannot
+// start: they are served by at most two scrubs, not one each.
+func TestSQLiteScrubsCoalesce(t *testing.T) {
+	db := openSQLite(t)
+	pool, err := db.writer.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pool.Conn(t.Context()) // the one writer connection: no scrub can run
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		db.scrubs.request()
+	}
+	conn.Close()
+	if err := db.scrubs.wait(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	db.scrubs.mu.Lock()
+	runs := db.scrubs.runs
+	db.scrubs.mu.Unlock()
+	if runs < 1 || runs > 2 {
+		t.Errorf("100 requests ran %d scrubs, want 1 or 2", runs)
+	}
+}
+
+// TestSQLiteScrubRetries withdraws a dialogue while a reader holds a
+// snapshot older than the withdrawal: the background checkpoint cannot
+// complete, says so, and completes once the reader is done.
+func TestSQLiteScrubRetries(t *testing.T) {
+	logs := &fake.Log{}
+	dir := t.TempDir()
+	db := openWith(t, Options{Driver: "sqlite", DSN: filepath.Join(dir, "data.db"), Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	save(t, db, consent(msg("c1", "d1", "en", "text", 1)), consent(msg("c1", "d2", "en", "text", 2)))
+	key, _ := keyRow(t, db, "d1")
+
+	pool, err := db.reader.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := pool.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := tx.QueryRow("SELECT COUNT(*) FROM sealed_messages").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Withdraw(t.Context(), model.Decision{DialogueID: "d1", DecidedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	// The first scrub fails while the snapshot is held.
+	deadline, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	for !strings.Contains(logs.String(), "scrubbing the database files after a deletion failed; retrying") {
+		select {
+		case <-deadline.Done():
+			t.Fatalf("no failed scrub logged: %s", logs)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.scrubs.wait(deadline); err != nil {
+		t.Fatalf("the scrub did not complete once the reader was done: %v", err)
+	}
+	if in := findInDir(t, dir, map[string][]byte{"key": key.Wrapped}); len(in) > 0 {
+		t.Errorf("after the scrub the withdrawn key is in %q", in)
+	}
+}
+
+func TestKeyCacheIsBounded(t *testing.T) {
+	c := newKeyCache()
+	k := &keyring.Key{}
+	for i := range keyCacheSize + 10 {
+		c.put(&cachedKey{dialogueID: fmt.Sprint("d", i), customerID: "c", wrapped: []byte{byte(i)}, key: k})
+		if i == keyCacheSize-1 {
+			c.get("d0") // d0 is used: d1 is the oldest now
+		}
+	}
+	if c.len() != keyCacheSize {
+		t.Errorf("got %d keys cached, want %d", c.len(), keyCacheSize)
+	}
+	if c.getRow("d0", "c", []byte{0}) == nil || c.get("d1") != nil {
+		t.Error("the cache evicted a recently used key before the least recently used one")
+	}
+	if c.getRow("d0", "c", []byte{1}) != nil || c.getRow("d0", "c2", []byte{0}) != nil {
+		t.Error("the cache answers a writer for other wrapped bytes or another customer")
+	}
+	c.dropCustomer("c")
+	if c.len() != 0 {
+		t.Errorf("after dropping the customer's keys, %d are cached", c.len())
 	}
 }

@@ -92,6 +92,10 @@ func (r *fakeRepo) Export(context.Context, model.Filter, func(model.StoredMessag
 	return errors.New("not used")
 }
 
+func (r *fakeRepo) CustomerData(context.Context, string, func(model.CustomerRecord) error) error {
+	return errors.New("not used")
+}
+
 func (r *fakeRepo) EraseCustomer(_ context.Context, e model.Erasure) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -86,6 +86,20 @@ func (d *Dialogues) Export(ctx context.Context, f model.Filter, fn func(model.St
 	return d.repo.Export(ctx, f, fn)
 }
 
+// CustomerData calls fn for everything stored about a customer, for their
+// right of access: their messages, newest first, then their consent ledger
+// entries and their erasure records, oldest first, streaming from the
+// database. Pending messages, held in memory until the decision, are not
+// stored and not included.
+func (d *Dialogues) CustomerData(ctx context.Context, customerID string, fn func(model.CustomerRecord) error) error {
+	if err := model.ValidateID(customerID); err != nil {
+		var v model.ValidationError
+		v.Add("customerId", err.Error())
+		return &v
+	}
+	return d.repo.CustomerData(ctx, customerID, fn)
+}
+
 // Dialogue returns a consented dialogue: its stored messages, oldest first,
 // and its latest decision, a consent. It is an error of kind
 // model.ErrNotFound when nothing is stored for the dialogue, and of kind

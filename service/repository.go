@@ -32,6 +32,11 @@ type Repository interface {
 	// reading from a database cursor. It stops at fn's first error or when
 	// ctx ends. f is valid and in canonical form.
 	Export(ctx context.Context, f model.Filter, fn func(model.StoredMessage) error) error
+	// CustomerData calls fn for everything stored about a customer: their
+	// messages, newest first, then their consent ledger entries and their
+	// erasure records, oldest first, in pages as Export reads. It stops at fn's
+	// first error, which it returns as is, or when ctx ends.
+	CustomerData(ctx context.Context, customerID string, fn func(model.CustomerRecord) error) error
 	// EraseCustomer hard-deletes every stored message of e.CustomerID,
 	// records e with Messages set to the number deleted in the same
 	// transaction, and returns that number. Afterwards no trace of the text

@@ -267,6 +267,14 @@ func TestValidation(t *testing.T) {
 	if st := d.Stats(); st.PendingDialogues != 0 {
 		t.Fatalf("a rejected message was kept: %+v", st)
 	}
+	// The right of access checks its customer id before any read.
+	for _, id := range []string{"", "..", "c/1", strings.Repeat("c", model.MaxIDLength+1)} {
+		err := d.CustomerData(context.Background(), id, func(model.CustomerRecord) error { return nil })
+		var v *model.ValidationError
+		if !errors.As(err, &v) || v.Problems[0].Field != "customerId" {
+			t.Errorf("CustomerData(%q): got %v, want a problem with customerId", id, err)
+		}
+	}
 }
 
 func TestConsentStoresCanonicalLanguagesAndTimes(t *testing.T) {

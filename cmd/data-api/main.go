@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -25,12 +26,24 @@ func main() {
 	}
 }
 
+// commands are the subcommands beside serving, which is the default.
+const commands = "rotate-key"
+
 // run starts the service and blocks until ctx ends, SIGINT or SIGTERM
-// arrives, or the server fails; then it shuts down in reverse order.
+// arrives, or the server fails; then it shuts down in reverse order. With
+// the subcommand rotate-key first in args it rewraps every dialogue key of
+// the database under the active master key instead, and returns.
 func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	command := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		command, args = args[0], args[1:]
+		if command != "rotate-key" {
+			return fmt.Errorf("unknown command %q: the commands are %s (or none, to serve)", command, commands)
+		}
+	}
 	flags := flag.NewFlagSet("data-api", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	configPath := flags.String("config", "", "path of the YAML configuration file (default config/data-api.yaml if present)")
@@ -38,7 +51,13 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
+	if flags.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", flags.Args())
+	}
 	if *probe != "" {
+		if command != "serve" {
+			return fmt.Errorf("-probe is not an option of %s", command)
+		}
 		return probeURL(ctx, *probe)
 	}
 	cfg, err := config.Load(*configPath, environ)
@@ -48,6 +67,10 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 
 	logOut := newLogWriter(stderr)
 	defer logOut.Close()
+	if command == "rotate-key" {
+		_, err := app.RotateKeys(ctx, cfg, app.Options{Log: logOut})
+		return err
+	}
 	a, err := app.New(ctx, cfg, app.Options{Log: logOut})
 	if err != nil {
 		return err

@@ -12,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/data-api/data-api/app"
+	"github.com/data-api/data-api/config"
 	"github.com/data-api/data-api/internal/fake"
+	"github.com/data-api/data-api/model"
 )
 
 // TestRun starts the real binary's entry point on a free port with a SQLite
@@ -213,5 +216,77 @@ func TestRunDrainsBeforeStopping(t *testing.T) {
 	call(t, inst, "POST", "/data/c/d", `{"text": "still served", "language": "en"}`, 202)
 	if err := <-done; err != nil {
 		t.Fatalf("run returned %v", err)
+	}
+}
+
+// TestRotateKey rotates a database's dialogue keys to a new master key
+// through the entry point: before the rotation the service refuses to start
+// without the old master key, naming it; after it, the old key can go.
+func TestRotateKey(t *testing.T) {
+	const (
+		k1 = `{"id":"k1","key":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}`
+		k2 = `{"id":"k2","key":"ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="}`
+	)
+	dsn := "DATA_API_DATABASE_DSN=" + filepath.Join(t.TempDir(), "data-api.db")
+	ring := func(active string, keys ...string) []string {
+		return []string{dsn, "DATA_API_ENCRYPTION_KEYS=[" + strings.Join(keys, ",") + "]", "DATA_API_ENCRYPTION_ACTIVE=" + active}
+	}
+	// A consented dialogue, its key wrapped by k1.
+	cfg, err := config.Load("", ring("k1", k1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.New(t.Context(), cfg, app.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Service.Ingest(t.Context(), model.Message{CustomerID: "c1", DialogueID: "d1", Language: "en", Text: "kept across the rotation"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Service.Consent(t.Context(), "d1", true, "bot"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	err = run(t.Context(), nil, ring("k2", k2), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `master key "k1"`) {
+		t.Fatalf("serving without k1 before the rotation: got %v, want a refusal naming k1", err)
+	}
+	for _, args := range [][]string{{"rotate-keys"}, {"rotate-key", "now"}, {"rotate-key", "-probe", "http://127.0.0.1:1/"}} {
+		if err := run(t.Context(), args, ring("k2", k1, k2), io.Discard); err == nil {
+			t.Errorf("run %q succeeded, want an error", args)
+		}
+	}
+	logs := &fake.Log{}
+	if err := run(t.Context(), []string{"rotate-key"}, ring("k2", k1, k2), logs); err != nil {
+		t.Fatalf("rotate-key: %v", err)
+	}
+	for _, want := range []string{`"command":"rotate-key"`, `"dialogue_keys":1`, "rotated: every dialogue key is wrapped by the active master key", `"rewrapped":1`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the rotation's log lacks %s: %s", want, logs)
+		}
+	}
+	for _, secret := range []string{"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="} {
+		if strings.Contains(logs.String(), secret) {
+			t.Error("the log holds a master key")
+		}
+	}
+
+	// k1 gone: the service starts and reads the dialogue.
+	if cfg, err = config.Load("", ring("k2", k2)); err != nil {
+		t.Fatal(err)
+	}
+	if a, err = app.New(t.Context(), cfg, app.Options{}); err != nil {
+		t.Fatalf("starting with k2 alone after the rotation: %v", err)
+	}
+	defer a.Close()
+	var texts []string
+	if err := a.Service.Export(t.Context(), model.Filter{}, func(m model.StoredMessage) error {
+		texts = append(texts, m.Text)
+		return nil
+	}); err != nil || len(texts) != 1 || texts[0] != "kept across the rotation" {
+		t.Errorf("after the rotation: got %q, %v", texts, err)
 	}
 }

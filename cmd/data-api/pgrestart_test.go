@@ -42,6 +42,8 @@ func TestPostgresRestart(t *testing.T) {
 	inst := start(t, []string{
 		"DATA_API_DATABASE_DRIVER=postgres",
 		"DATA_API_DATABASE_DSN=" + u.String(),
+		`DATA_API_ENCRYPTION_KEYS=[{"id":"k1","key":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}]`,
+		"DATA_API_ENCRYPTION_ACTIVE=k1",
 	})
 	const perDialogue = 5
 	send := func(id string) {
@@ -142,7 +144,7 @@ func storedPerDialogue(t *testing.T, dsn string) map[string]int {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, "SELECT dialogue_id, count(*) FROM messages GROUP BY dialogue_id")
+	rows, err := conn.Query(ctx, "SELECT dialogue_id, count(*) FROM sealed_messages GROUP BY dialogue_id")
 	if err != nil {
 		t.Fatal(err)
 	}

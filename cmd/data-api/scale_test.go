@@ -49,6 +49,8 @@ func TestTwoInstancesShareOneFlow(t *testing.T) {
 		"DATA_API_REDIS_URL=" + redisURL,
 		"DATA_API_REDIS_PREFIX=" + schema + ":",
 		"DATA_API_CURSOR_SECRET=shared-cursor-secret-0123456789",
+		`DATA_API_ENCRYPTION_KEYS=[{"id":"k1","key":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}]`,
+		"DATA_API_ENCRYPTION_ACTIVE=k1",
 	}
 	a, b := start(t, environ), start(t, environ)
 	instances := []*instance{a, b}

@@ -456,7 +456,7 @@ func deref(p *int64) any {
 }
 
 // configEnv returns the environment variable of every setting in the
-// service's configuration file, plus the settings other work is adding.
+// service's configuration file.
 func configEnv(t *testing.T) map[string]bool {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(repoRoot, "config", "data-api.yaml"))
@@ -480,10 +480,5 @@ func configEnv(t *testing.T) map[string]bool {
 		}
 	}
 	walk("DATA_API", tree)
-	// The master key ring is being added to the configuration; drop these
-	// once config/data-api.yaml names them.
-	for _, name := range []string{"DATA_API_ENCRYPTION_KEYS", "DATA_API_ENCRYPTION_ACTIVE"} {
-		known[name] = true
-	}
 	return known
 }
