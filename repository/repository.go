@@ -16,6 +16,7 @@ package repository
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -71,6 +72,9 @@ type DB struct {
 	// interruptQueries and keysQuery are the dialect's.
 	interruptQueries bool
 	keysQuery        string
+	// owner is DialogueOwner's query, prepared once on the readers: it runs
+	// for every new dialogue.
+	owner *sql.Stmt
 }
 
 // dialect holds what differs between database engines: how to connect the
@@ -175,6 +179,9 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	if db.exporter, err = openPool(d.exporter, exports, log); err != nil {
 		return nil, errors.Join(fmt.Errorf("open database export readers: %w", err), closePool(db.reader), closePool(db.writer))
 	}
+	if db.owner, err = prepare(ctx, db.reader, ownerQuery); err != nil {
+		return nil, errors.Join(fmt.Errorf("prepare the owner look-up: %w", err), db.Close())
+	}
 	if d.scrubAfterDelete != nil {
 		db.scrubs = startScrubber(func(ctx context.Context) error { return d.scrubAfterDelete(ctx, db.writer) }, log)
 	}
@@ -220,7 +227,32 @@ func closePool(g *gorm.DB) error {
 // last.
 func (db *DB) Close() error {
 	db.scrubs.stop()
-	return errors.Join(closePool(db.exporter), closePool(db.reader), closePool(db.writer))
+	var err error
+	if db.owner != nil {
+		err = db.owner.Close()
+	}
+	return errors.Join(err, closePool(db.exporter), closePool(db.reader), closePool(db.writer))
+}
+
+// prepare prepares query on pool's connections (database/sql prepares it
+// again on each connection that runs it).
+func prepare(ctx context.Context, pool *gorm.DB, query string) (*sql.Stmt, error) {
+	p, err := pool.DB()
+	if err != nil {
+		return nil, err
+	}
+	return p.PrepareContext(ctx, query)
+}
+
+// queryContext is the context a query runs under: ctx where the dialect
+// interrupts queries, otherwise ctx without its cancellation, since the
+// SQLite driver runs a query under a cancellable context in a goroutine of
+// its own, which costs more than the short queries it would interrupt.
+func (db *DB) queryContext(ctx context.Context) context.Context {
+	if db.interruptQueries {
+		return ctx
+	}
+	return context.WithoutCancel(ctx)
 }
 
 // Ping checks that the database answers a query on a read connection.
