@@ -8,7 +8,6 @@ import (
 	"slices"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/data-api/data-api/keyring"
 	"github.com/data-api/data-api/model"
@@ -65,29 +64,28 @@ func (db *DB) SaveConsents(ctx context.Context, cs []model.Consent) error {
 	}
 	var resealed []string
 	err = db.writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if len(msgs) == 0 {
-			return tx.CreateInBatches(ledger, insertBatch).Error
-		}
-		var err error
-		if resealed, err = db.storeKeys(tx, keys, keyRows); err != nil {
-			return err
-		}
-		if len(resealed) > 0 {
-			if err := sealTexts(msgs, texts, keys, nil, resealed); err != nil {
+		if len(msgs) > 0 {
+			var err error
+			if resealed, err = db.storeKeys(ctx, tx, keys, keyRows); err != nil {
+				return err
+			}
+			if len(resealed) > 0 {
+				if err := sealTexts(msgs, texts, keys, nil, resealed); err != nil {
+					return err
+				}
+			}
+			if _, err := db.inserts.insert(ctx, tx, insertMessages, len(msgs), func(i int, dst []any) []any {
+				m := &msgs[i]
+				return append(dst, m.CustomerID, m.DialogueID, m.Language, m.Sealed, m.CreatedAt, m.Key)
+			}); err != nil {
 				return err
 			}
 		}
-		// A message whose key is stored already is skipped, so that a
-		// consent retried after a crash stores each message once.
-		skipStored := clause.OnConflict{
-			Columns:     []clause.Column{{Name: "msg_key"}},
-			TargetWhere: clause.Where{Exprs: []clause.Expression{clause.Expr{SQL: "msg_key IS NOT NULL"}}},
-			DoNothing:   true,
-		}
-		if err := tx.Clauses(skipStored).CreateInBatches(msgs, insertBatch).Error; err != nil {
-			return err
-		}
-		return tx.CreateInBatches(ledger, insertBatch).Error
+		_, err := db.inserts.insert(ctx, tx, insertLedger, len(ledger), func(i int, dst []any) []any {
+			r := &ledger[i]
+			return append(dst, r.DialogueID, r.CustomerID, r.Consent, r.DecidedAt, r.Messages, r.KeyName)
+		})
+		return err
 	})
 	if err != nil {
 		return unavailable(ctx, "save consents", err)

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/data-api/data-api/keyring"
 )
@@ -211,13 +210,15 @@ func (db *DB) newKeys(owners map[string]string) (map[string]*keyring.Key, []dial
 // under the new key must be sealed again. A stored key is never replaced:
 // texts of the dialogue may be sealed under it. Nor is a key deleted since
 // ever put back, even from the cache: its deletion may be an erasure.
-func (db *DB) storeKeys(tx *gorm.DB, keys map[string]*keyring.Key, rows []dialogueKeyRow) (resealed []string, err error) {
-	res := tx.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "dialogue_id"}}, DoNothing: true}).
-		CreateInBatches(rows, insertBatch)
-	if res.Error != nil {
-		return nil, res.Error
+func (db *DB) storeKeys(ctx context.Context, tx *gorm.DB, keys map[string]*keyring.Key, rows []dialogueKeyRow) (resealed []string, err error) {
+	inserted, err := db.inserts.insert(ctx, tx, insertKeys, len(rows), func(i int, dst []any) []any {
+		r := &rows[i]
+		return append(dst, r.DialogueID, r.CustomerID, r.MasterKey, r.Wrapped)
+	})
+	if err != nil {
+		return nil, err
 	}
-	if int(res.RowsAffected) == len(rows) {
+	if int(inserted) == len(rows) {
 		return nil, nil
 	}
 	fresh := make(map[string][]byte, len(rows))

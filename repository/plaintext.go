@@ -128,7 +128,7 @@ func (db *DB) encryptPlaintextBatch(ctx context.Context, d dialect, hasKeys bool
 		if err != nil {
 			return err
 		}
-		if _, err := db.storeKeys(tx, keys, keyRows); err != nil {
+		if _, err := db.storeKeys(ctx, tx, keys, keyRows); err != nil {
 			return err
 		}
 		rows := make([]sealedMessageRow, n)

@@ -51,6 +51,7 @@ func newPostgres(dsn string) (dialect, error) {
 		syncSequence:     "SELECT setval(pg_get_serial_sequence('sealed_messages', 'id'), (SELECT max(id) FROM sealed_messages))",
 		scrub:            vacuumMessages(cfg),
 		interruptQueries: true,
+		dollars:          true,
 		keysQuery:        "SELECT dialogue_id, customer_id, wrapped FROM dialogue_keys WHERE dialogue_id IN (SELECT jsonb_array_elements_text($1::jsonb))",
 	}, nil
 }

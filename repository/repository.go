@@ -72,6 +72,8 @@ type DB struct {
 	// interruptQueries and keysQuery are the dialect's.
 	interruptQueries bool
 	keysQuery        string
+	// inserts are the writer's prepared INSERT statements.
+	inserts *writerStmts
 	// owner is DialogueOwner's query, prepared once on the readers: it runs
 	// for every new dialogue.
 	owner *sql.Stmt
@@ -101,6 +103,8 @@ type dialect struct {
 	// scrubAfterDelete, when set, is the scrub run in the background after
 	// a withdrawal or a retention purge (see scrubber).
 	scrubAfterDelete func(ctx context.Context, writer *gorm.DB) error
+	// dollars numbers statement parameters $1, $2, … rather than writing ?.
+	dollars bool
 	// interruptQueries runs a query under the caller's context, so that
 	// the driver interrupts it when the context ends. Without it ctx is
 	// checked between rows only.
@@ -154,7 +158,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		return nil, fmt.Errorf("open database writer: %w", err)
 	}
 	fail := func(what string, err error) (*DB, error) {
-		return nil, errors.Join(fmt.Errorf("%s: %w", what, err), closePool(db.writer))
+		return nil, errors.Join(fmt.Errorf("%s: %w", what, err), db.inserts.close(), closePool(db.writer))
 	}
 	if d.check != nil {
 		if err := d.check(ctx, db.writer, log); err != nil {
@@ -163,6 +167,9 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	}
 	if err := migrate(ctx, db.writer, d); err != nil {
 		return fail("migrate database", err)
+	}
+	if db.inserts, err = newWriterStmts(ctx, db.writer, d.dollars); err != nil {
+		return fail("prepare the writer's inserts", err)
 	}
 	if db.ring, err = openRing(ctx, db.writer, o, log); err != nil {
 		return fail("open key ring", err)
@@ -177,7 +184,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		return fail("open database readers", err)
 	}
 	if db.exporter, err = openPool(d.exporter, exports, log); err != nil {
-		return nil, errors.Join(fmt.Errorf("open database export readers: %w", err), closePool(db.reader), closePool(db.writer))
+		return nil, errors.Join(fmt.Errorf("open database export readers: %w", err), db.inserts.close(), closePool(db.reader), closePool(db.writer))
 	}
 	if db.owner, err = prepare(ctx, db.reader, ownerQuery); err != nil {
 		return nil, errors.Join(fmt.Errorf("prepare the owner look-up: %w", err), db.Close())
@@ -231,7 +238,7 @@ func (db *DB) Close() error {
 	if db.owner != nil {
 		err = db.owner.Close()
 	}
-	return errors.Join(err, closePool(db.exporter), closePool(db.reader), closePool(db.writer))
+	return errors.Join(err, db.inserts.close(), closePool(db.exporter), closePool(db.reader), closePool(db.writer))
 }
 
 // prepare prepares query on pool's connections (database/sql prepares it
