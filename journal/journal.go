@@ -534,8 +534,15 @@ func writeNew(path string, data []byte) error {
 	err = errors.Join(err, f.Sync(), f.Close())
 	if err == nil {
 		// A link, not a rename, so that a file made meanwhile by another
-		// process is never replaced.
-		err = os.Link(tmp, path)
+		// process is never replaced; on a file system without hard links
+		// (some network shares), a rename once path is seen not to exist.
+		if err = os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+			if _, serr := os.Lstat(path); errors.Is(serr, fs.ErrNotExist) {
+				if err = os.Rename(tmp, path); err == nil {
+					return syncDir(filepath.Dir(path))
+				}
+			}
+		}
 	}
 	err = errors.Join(err, os.Remove(tmp))
 	if err != nil {

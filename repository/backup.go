@@ -95,11 +95,10 @@ func (db *DB) Backup(ctx context.Context, path string) (BackupInfo, error) {
 		err = syncFile(tmp)
 	}
 	if err == nil {
-		// A link, not a rename: a file made at path meanwhile is never
-		// replaced.
-		err = os.Link(tmp, path)
+		err = moveNew(tmp, path)
+	} else {
+		err = errors.Join(err, os.Remove(tmp))
 	}
-	err = errors.Join(err, os.Remove(tmp))
 	if err == nil {
 		err = syncDir(dir)
 	}
@@ -233,8 +232,15 @@ func Restore(ctx context.Context, o Options, r RestoreOptions) (Restored, error)
 		if resume, err = resuming(ctx, o.DSN, flag, log); err != nil {
 			return Restored{}, fmt.Errorf("restore: %w", err)
 		}
-	} else if src, err = inspectInPlace(ctx, o, log); err != nil {
-		return Restored{}, fmt.Errorf("restore: %w", err)
+	} else {
+		if o.Driver == "sqlite" {
+			if _, err := os.Stat(o.DSN); err != nil {
+				return Restored{}, fmt.Errorf("restore: no database to restore in place (%w): copy the backup there first, or name it with --from", err)
+			}
+		}
+		if src, err = inspectInPlace(ctx, o, log); err != nil {
+			return Restored{}, fmt.Errorf("restore: %w", err)
+		}
 	}
 
 	for _, id := range src.masterKeys {
@@ -530,6 +536,24 @@ func flagInPlace(ctx context.Context, o Options, flag string, log *slog.Logger) 
 	}
 	err = setRestoring(ctx, w, flag)
 	return errors.Join(err, closePool(w))
+}
+
+// moveNew moves the file at tmp to path, which must not exist: by a link,
+// then the removal of tmp, so that a file made at path meanwhile is never
+// replaced; on a file system without hard links (some network shares), by
+// a rename once it has seen that path does not exist. tmp is gone after it,
+// whatever it returns.
+func moveNew(tmp, path string) error {
+	err := os.Link(tmp, path)
+	if err != nil && !errors.Is(err, fs.ErrExist) {
+		if _, serr := os.Lstat(path); errors.Is(serr, fs.ErrNotExist) {
+			if err := os.Rename(tmp, path); err != nil {
+				return errors.Join(err, os.Remove(tmp))
+			}
+			return nil
+		}
+	}
+	return errors.Join(err, os.Remove(tmp))
 }
 
 // copyFile copies from to a new file to, readable by its owner only, and

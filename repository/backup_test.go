@@ -351,7 +351,8 @@ func testRestoreRefuses(t *testing.T) {
 }
 
 // testRestoreNeedsTheMasterKeys: a backup whose dialogue keys the ring
-// cannot unwrap is refused before anything changes, naming the master key.
+// cannot unwrap is refused before anything changes, naming the master key;
+// so is a restore in place where there is no database.
 func testRestoreNeedsTheMasterKeys(t *testing.T) {
 	b := sqliteRestoreBackend()
 	o := b.options(t)
@@ -364,6 +365,14 @@ func testRestoreNeedsTheMasterKeys(t *testing.T) {
 	}
 	if _, err := os.Stat(o.DSN); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a refused restore left a database in place: %v", err)
+	}
+	// In place, with nothing there: refused, and nothing created.
+	o.MasterKeys, o.ActiveKey = []MasterKey{testKey}, testKey.ID
+	if _, err := Restore(t.Context(), o, RestoreOptions{}); err == nil || !strings.Contains(err.Error(), "no database to restore in place") {
+		t.Errorf("Restore in place of no database: got %v", err)
+	}
+	if _, err := os.Stat(o.DSN); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a restore in place of no database made one: %v", err)
 	}
 }
 

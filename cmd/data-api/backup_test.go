@@ -328,3 +328,24 @@ func customerData(t *testing.T, inst *instance, customer string) string {
 	}
 	return string(b)
 }
+
+// TestBackupAndRestoreOptions: each option belongs to its command, and a
+// backup needs its file.
+func TestBackupAndRestoreOptions(t *testing.T) {
+	environ := []string{"DATA_API_DATABASE_DSN=" + filepath.Join(t.TempDir(), "data-api.db")}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"backup"}, "backup needs --to FILE"},
+		{[]string{"backup", "--from", "x.db"}, "-from is not an option of backup"},
+		{[]string{"restore", "--to", "x.db"}, "-to is not an option of restore"},
+		{[]string{"rotate-key", "--accept-lost-deletions"}, "-accept-lost-deletions is not an option of rotate-key"},
+		{[]string{"--to", "x.db"}, "-to is not an option of serve"},
+		{[]string{"backups"}, `unknown command "backups": the commands are backup, restore, rotate-key`},
+	} {
+		if err := run(t.Context(), tc.args, environ, io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("run %q: got %v, want an error saying %q", tc.args, err, tc.want)
+		}
+	}
+}
