@@ -21,8 +21,7 @@ import (
 // readBody reads the whole request body, refusing one over the limit while
 // reading rather than after, and one that is not valid UTF-8.
 func (h *Handler) readBody(c *gin.Context) ([]byte, error) {
-	r := http.MaxBytesReader(c.Writer, c.Request.Body, h.o.MaxBodyBytes)
-	body, err := io.ReadAll(r)
+	body, err := h.readAll(c)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -34,6 +33,21 @@ func (h *Handler) readBody(c *gin.Context) ([]byte, error) {
 		return nil, model.Errorf(model.ErrInvalid, "the request body is not valid UTF-8")
 	}
 	return body, nil
+}
+
+// readAll reads the body whole. A body that says its length within the
+// limit, as the chatbot's do, is read into a buffer of that size at once;
+// any other is read through http.MaxBytesReader, which stops at the limit.
+func (h *Handler) readAll(c *gin.Context) ([]byte, error) {
+	r := c.Request
+	if n := r.ContentLength; n >= 0 && n <= h.o.MaxBodyBytes {
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			return nil, err
+		}
+		return body, nil // net/http ends the body at its length
+	}
+	return io.ReadAll(http.MaxBytesReader(c.Writer, r.Body, h.o.MaxBodyBytes))
 }
 
 // errAmbiguousMember refuses a body that names a member twice, or names a

@@ -99,7 +99,7 @@ func (h *Handler) logRequests(c *gin.Context) {
 	}
 	buf := lineBuffers.Get().(*[]byte)
 	b := append((*buf)[:0], `{"time":"`...)
-	b = start.AppendFormat(b, time.RFC3339Nano)
+	b = appendTime(b, start)
 	b = append(b, `","level":"`...)
 	b = append(b, level.String()...)
 	b = append(b, `","msg":"request","method":"`...)
@@ -119,6 +119,44 @@ func (h *Handler) logRequests(c *gin.Context) {
 	*buf = b
 	lineBuffers.Put(buf)
 }
+
+// appendTime appends t in UTC as time.RFC3339Nano formats it, as slog's
+// JSON handler writes times, from a copy of the text up to the seconds that
+// is made once per second: formatting the whole time on every request cost a
+// tenth of the request line.
+func appendTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	sec := t.Unix()
+	p := lastSecond.Load()
+	if p == nil || p.sec != sec {
+		p = &formattedSecond{sec: sec, text: t.Truncate(time.Second).AppendFormat(nil, "2006-01-02T15:04:05")}
+		lastSecond.Store(p)
+	}
+	b = append(b, p.text...)
+	if ns := t.Nanosecond(); ns != 0 {
+		var digits [10]byte
+		digits[0] = '.'
+		for i := 9; i > 0; i-- {
+			digits[i] = byte('0' + ns%10)
+			ns /= 10
+		}
+		n := 10
+		for digits[n-1] == '0' {
+			n--
+		}
+		b = append(b, digits[:n]...)
+	}
+	return append(b, 'Z')
+}
+
+// formattedSecond is a second as appendTime formats it, but for the
+// fraction and the zone.
+type formattedSecond struct {
+	sec  int64
+	text []byte
+}
+
+var lastSecond atomic.Pointer[formattedSecond]
 
 // lineBuffers hold the request lines being formatted.
 var lineBuffers = sync.Pool{New: func() any {

@@ -111,7 +111,7 @@ func writeError(c *gin.Context, log *slog.Logger, err error) {
 func writeProblem(c *gin.Context, p problem) {
 	body, _ := json.Marshal(p)
 	c.Abort()
-	c.Data(p.Status, "application/problem+json", append(body, '\n'))
+	writeBytes(c, p.Status, problemContentType, append(body, '\n'))
 }
 
 // writeJSON answers v as JSON ended by a newline, as every JSON reply and
@@ -122,7 +122,22 @@ func writeJSON(c *gin.Context, status int, v any) {
 	if err != nil {
 		panic(err)
 	}
-	c.Data(status, "application/json; charset=utf-8", append(body, '\n'))
+	writeBytes(c, status, jsonContentType, append(body, '\n'))
+}
+
+// The Content-Type headers of the replies, shared: a reply's header holds
+// the slice, which nothing changes in place.
+var (
+	jsonContentType    = []string{"application/json; charset=utf-8"}
+	problemContentType = []string{"application/problem+json"}
+)
+
+// writeBytes answers status with body, as gin's c.Data does but without its
+// render value and header slice per reply.
+func writeBytes(c *gin.Context, status int, contentType []string, body []byte) {
+	c.Writer.Header()["Content-Type"] = contentType
+	c.Writer.WriteHeader(status)
+	_, _ = c.Writer.Write(body)
 }
 
 // classify finds err's kind and the detail to show for it.

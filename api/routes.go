@@ -31,14 +31,14 @@ func (h *Handler) routes() *gin.Engine {
 		metrics = func(*gin.Context) {}
 	}
 	h.withIDs(e, "POST", "/data/:customerId/:dialogId", ingest, h.handle(h.ingest))
-	h.withIDs(e, "POST", "/consents/:dialogId", ingest, h.handle(h.consent))
+	h.withIDs(e, "POST", "/consents/:dialogId", h.requireCaller(roleIngest), h.handle(h.consent))
 	get(e, "/data", analyst, h.handle(h.query))
 	get(e, "/data/", analyst, h.handle(h.query))
 	get(e, "/data/export", analyst, h.handle(h.export))
 	h.withIDs(e, "GET", "/consents/:dialogId", analyst, h.handle(h.decision))
 	h.withIDs(e, "GET", "/dialogues/:dialogId", analyst, h.handle(h.dialogue))
 	h.withIDs(e, "GET", "/customers/:customerId/data", admin, h.handle(h.customerData))
-	h.withIDs(e, "DELETE", "/customers/:customerId/data", admin, h.handle(h.erase))
+	h.withIDs(e, "DELETE", "/customers/:customerId/data", h.requireCaller(roleAdmin), h.handle(h.erase))
 	none := h.handle(noQuery) // refuses any query parameter, as everywhere
 	get(e, "/healthz", none, h.handle(h.healthz))
 	get(e, "/readyz", none, h.handle(h.readyz))

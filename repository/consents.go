@@ -2,6 +2,8 @@ package repository
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -182,18 +184,19 @@ func (db *DB) LatestDecision(ctx context.Context, dialogueID string) (model.Deci
 // DialogueOwner returns the customer a decided dialogue belongs to; ok is
 // false when no decision names a customer for it.
 func (db *DB) DialogueOwner(ctx context.Context, dialogueID string) (customerID string, ok bool, err error) {
-	var ids []string
-	err = db.reader.WithContext(ctx).Raw(
-		"SELECT customer_id FROM consents WHERE dialogue_id = ? AND customer_id <> '' ORDER BY id DESC LIMIT 1",
-		dialogueID).Scan(&ids).Error
-	if err != nil {
+	err = db.owner.QueryRowContext(db.queryContext(ctx), dialogueID).Scan(&customerID)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", false, nil
+	case err != nil:
 		return "", false, unavailable(ctx, "read dialogue owner", err)
 	}
-	if len(ids) == 0 {
-		return "", false, nil
-	}
-	return ids[0], true, nil
+	return customerID, true, nil
 }
+
+// ownerQuery finds the customer of a dialogue's newest decision that names
+// one ($1 reads as the first argument on SQLite and PostgreSQL alike).
+const ownerQuery = "SELECT customer_id FROM consents WHERE dialogue_id = $1 AND customer_id <> '' ORDER BY id DESC LIMIT 1"
 
 func fromConsentRow(r consentRow) model.Decision {
 	return model.Decision{

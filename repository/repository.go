@@ -16,6 +16,7 @@ package repository
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -95,6 +96,9 @@ type DB struct {
 	backupTo func(ctx context.Context, reader *gorm.DB, path string) error
 	// reapplied is what Open re-applied from the journal.
 	reapplied reapplied
+	// owner is DialogueOwner's query, prepared once on the readers: it runs
+	// for every new dialogue.
+	owner *sql.Stmt
 }
 
 // dialect holds what differs between database engines: how to connect the
@@ -213,6 +217,9 @@ func open(ctx context.Context, o Options, r *restoring) (*DB, error) {
 	if db.exporter, err = openPool(d.exporter, exports, log); err != nil {
 		return nil, errors.Join(fmt.Errorf("open database export readers: %w", err), closePool(db.reader), closePool(db.writer))
 	}
+	if db.owner, err = prepare(ctx, db.reader, ownerQuery); err != nil {
+		return nil, errors.Join(fmt.Errorf("prepare the owner look-up: %w", err), db.Close())
+	}
 	if d.scrubAfterDelete != nil {
 		db.scrubs = startScrubber(func(ctx context.Context) error { return d.scrubAfterDelete(ctx, db.writer) }, log)
 	}
@@ -272,11 +279,36 @@ func closePool(g *gorm.DB) error {
 // last, and the deletion journal.
 func (db *DB) Close() error {
 	db.scrubs.stop()
-	err := errors.Join(closePool(db.exporter), closePool(db.reader), closePool(db.writer))
+	var err error
+	if db.owner != nil {
+		err = db.owner.Close()
+	}
+	err = errors.Join(err, closePool(db.exporter), closePool(db.reader), closePool(db.writer))
 	if db.journal != nil {
 		err = errors.Join(err, db.journal.Close())
 	}
 	return err
+}
+
+// prepare prepares query on pool's connections (database/sql prepares it
+// again on each connection that runs it).
+func prepare(ctx context.Context, pool *gorm.DB, query string) (*sql.Stmt, error) {
+	p, err := pool.DB()
+	if err != nil {
+		return nil, err
+	}
+	return p.PrepareContext(ctx, query)
+}
+
+// queryContext is the context a query runs under: ctx where the dialect
+// interrupts queries, otherwise ctx without its cancellation, since the
+// SQLite driver runs a query under a cancellable context in a goroutine of
+// its own, which costs more than the short queries it would interrupt.
+func (db *DB) queryContext(ctx context.Context) context.Context {
+	if db.interruptQueries {
+		return ctx
+	}
+	return context.WithoutCancel(ctx)
 }
 
 // Ping checks that the database answers a query on a read connection.
