@@ -83,7 +83,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		log.Info("no memory limit: set GOMEMLIMIT (see README, Memory)")
 	}
 
-	db, err := openDB(ctx, cfg, log)
+	db, err := repository.Open(ctx, dbOptions(cfg, log, o.Clock))
 	if err != nil {
 		return nil, err
 	}
@@ -151,23 +151,41 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	return a, nil
 }
 
-// openDB opens the database cfg names, with its key ring.
-func openDB(ctx context.Context, cfg config.Config, log *slog.Logger) (*repository.DB, error) {
+// dbOptions are the options of the database cfg names, with its key ring
+// and its deletion journal.
+func dbOptions(cfg config.Config, log *slog.Logger, clock func() time.Time) repository.Options {
 	enc := cfg.Encryption
 	keys := make([]repository.MasterKey, len(enc.Keys))
 	for i, k := range enc.Keys {
 		keys[i] = repository.MasterKey{ID: k.ID, Key: k.Bytes(), File: k.File}
 	}
-	return repository.Open(ctx, repository.Options{
-		Driver:     cfg.Database.Driver,
-		DSN:        cfg.Database.DSN,
-		MaxReaders: cfg.Database.MaxReaders,
-		MaxExports: cfg.Database.MaxExports,
-		Logger:     log,
-		MasterKeys: keys,
-		ActiveKey:  enc.Active,
-		KeyFile:    enc.KeyFile,
-	})
+	return repository.Options{
+		Driver:      cfg.Database.Driver,
+		DSN:         cfg.Database.DSN,
+		MaxReaders:  cfg.Database.MaxReaders,
+		MaxExports:  cfg.Database.MaxExports,
+		Logger:      log,
+		MasterKeys:  keys,
+		ActiveKey:   enc.Active,
+		KeyFile:     enc.KeyFile,
+		JournalDir:  cfg.JournalDir(),
+		JournalKeep: cfg.Journal.Keep,
+		Clock:       clock,
+	}
+}
+
+// startCommand validates cfg and returns the logger of a command other
+// than serving, having logged its start.
+func startCommand(cfg config.Config, o Options, command string) (*slog.Logger, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	log := newLogger(cfg, o.Log)
+	log.Info("starting", "command", command, "config", cfg) // logs cfg.Redacted()
+	return log, nil
 }
 
 // newLogger returns the logger of cfg, writing JSON lines to w.
@@ -181,20 +199,59 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 // the active master key of its key ring (see repository.DB.RotateKeys) and
 // returns how many it rewrapped.
 func RotateKeys(ctx context.Context, cfg config.Config, o Options) (int, error) {
-	if err := cfg.Validate(); err != nil {
-		return 0, fmt.Errorf("configuration: %w", err)
+	log, err := startCommand(cfg, o, "rotate-key")
+	if err != nil {
+		return 0, err
 	}
-	if o.Log == nil {
-		o.Log = io.Discard
-	}
-	log := newLogger(cfg, o.Log)
-	log.Info("starting", "command", "rotate-key", "config", cfg) // logs cfg.Redacted()
-	db, err := openDB(ctx, cfg, log)
+	db, err := repository.Open(ctx, dbOptions(cfg, log, o.Clock))
 	if err != nil {
 		return 0, err
 	}
 	n, err := db.RotateKeys(ctx)
 	return n, errors.Join(err, db.Close())
+}
+
+// Backup writes a backup of the SQLite database cfg names to a new file at
+// path, while the service serves it (see repository.DB.Backup), and logs
+// what it holds.
+func Backup(ctx context.Context, cfg config.Config, o Options, path string) (repository.BackupInfo, error) {
+	log, err := startCommand(cfg, o, "backup")
+	if err != nil {
+		return repository.BackupInfo{}, err
+	}
+	db, err := repository.Open(ctx, dbOptions(cfg, log, o.Clock))
+	if err != nil {
+		return repository.BackupInfo{}, err
+	}
+	info, err := db.Backup(ctx, path)
+	if err = errors.Join(err, db.Close()); err != nil {
+		return info, err
+	}
+	log.Info("backed up: the file holds texts sealed and keys wrapped; it needs the key ring, which is backed up apart",
+		"file", path, "backup", info.ID, "taken_at", info.TakenAt, "last_consent_id", info.LastConsentID,
+		"last_decided_at", info.LastDecidedAt, "last_erasure_id", info.LastErasureID, "messages", info.Messages, "bytes", info.Bytes)
+	return info, nil
+}
+
+// RestoreOptions says what Restore restores (see repository.RestoreOptions).
+type RestoreOptions struct {
+	From                string // a backup file of the SQLite database; empty: the database is restored in place
+	AcceptLostDeletions bool
+}
+
+// Restore restores the database cfg names from a backup and re-applies
+// every deletion its deletion journal recorded since, and the retention
+// purge (see repository.Restore). The service must not run meanwhile.
+func Restore(ctx context.Context, cfg config.Config, o Options, r RestoreOptions) (repository.Restored, error) {
+	log, err := startCommand(cfg, o, "restore")
+	if err != nil {
+		return repository.Restored{}, err
+	}
+	return repository.Restore(ctx, dbOptions(cfg, log, o.Clock), repository.RestoreOptions{
+		From:                r.From,
+		AcceptLostDeletions: r.AcceptLostDeletions,
+		RetentionMaxAge:     cfg.Retention.MaxAge,
+	})
 }
 
 // HandlerFor returns a handler configured as a.Handler that serves svc, so

@@ -49,6 +49,7 @@ type Config struct {
 	Cursor    Cursor    `mapstructure:"cursor"`
 
 	Encryption Encryption `mapstructure:"encryption"`
+	Journal    Journal    `mapstructure:"journal"`
 }
 
 // Server configures the HTTP server.
@@ -217,6 +218,23 @@ type EncryptionKey struct {
 func (k EncryptionKey) Bytes() []byte {
 	b, _ := base64.StdEncoding.DecodeString(k.Key) // Validate checked it
 	return b
+}
+
+// Journal configures the deletion journal: every withdrawal, erasure and
+// retention purge recorded outside the database, for the restore of a
+// backup to re-apply.
+type Journal struct {
+	Dir  string        `mapstructure:"dir"`  // "" = beside a SQLite database; required with postgres
+	Keep time.Duration `mapstructure:"keep"` // how long a segment is kept after its last write
+}
+
+// JournalDir is the directory of the deletion journal: journal.dir, or for
+// SQLite when it is empty, the database's path followed by ".deletions".
+func (c Config) JournalDir() string {
+	if c.Journal.Dir == "" && c.Database.Driver == "sqlite" {
+		return c.Database.DSN + ".deletions"
+	}
+	return c.Journal.Dir
 }
 
 // Load reads the configuration: the embedded defaults, then the YAML file at

@@ -46,6 +46,7 @@ var want = Config{
 		FetchTimeout:    5 * time.Second,
 	}},
 	Encryption: Encryption{Keys: []EncryptionKey{}},
+	Journal:    Journal{Keep: 840 * time.Hour},
 }
 
 // Master keys that pass validation: the base64 of 32 bytes.
@@ -245,7 +246,7 @@ func TestLoadEnvOverridesEveryKey(t *testing.T) {
 		"server.shutdown_grace":       {value: "1m30s", got: func(c Config) any { return c.Server.ShutdownGrace }, want: 90 * time.Second},
 		"server.allowed_origins":      {value: `["https://console.example.com","http://localhost:3000"]`, got: func(c Config) any { return c.Server.AllowedOrigins }, want: []string{"https://console.example.com", "http://localhost:3000"}},
 		"server.export_stall_timeout": {value: "2m", got: func(c Config) any { return c.Server.ExportStallTimeout }, want: 2 * time.Minute},
-		"database.driver":             {value: "postgres", got: func(c Config) any { return c.Database.Driver }, want: "postgres", with: withMasterKey},
+		"database.driver":             {value: "postgres", got: func(c Config) any { return c.Database.Driver }, want: "postgres", with: append(withMasterKey, "DATA_API_JOURNAL_DIR=/var/lib/data-api-journal")},
 		"database.dsn":                {value: "/var/lib/data-api/db", got: func(c Config) any { return c.Database.DSN }, want: "/var/lib/data-api/db"},
 		"database.max_readers":        {value: "8", got: func(c Config) any { return c.Database.MaxReaders }, want: 8},
 		"database.commit_batch":       {value: "32", got: func(c Config) any { return c.Database.CommitBatch }, want: 32},
@@ -319,6 +320,8 @@ func TestLoadEnvOverridesEveryKey(t *testing.T) {
 			with: withMasterKey[:1],
 		},
 		"encryption.key_file": {value: "/var/lib/data-api/key", got: func(c Config) any { return c.Encryption.KeyFile }, want: "/var/lib/data-api/key"},
+		"journal.dir":         {value: "/mnt/journal", got: func(c Config) any { return c.Journal.Dir }, want: "/mnt/journal"},
+		"journal.keep":        {value: "2160h", got: func(c Config) any { return c.Journal.Keep }, want: 2160 * time.Hour},
 	}
 
 	keys := embeddedKeys(t)
@@ -532,9 +535,13 @@ func TestValidate(t *testing.T) {
 		{"postgres", func(c *Config) {
 			c.Database.Driver = "postgres"
 			c.Encryption = ring1
+			c.Journal.Dir = "/var/lib/data-api-journal"
 		}, "", ""},
-		{"postgres without a master key", func(c *Config) { c.Database.Driver = "postgres" }, "encryption.keys",
+		{"postgres without a master key", func(c *Config) { c.Database.Driver = "postgres"; c.Journal.Dir = "/j" }, "encryption.keys",
 			"must hold at least one master key with database.driver postgres (only SQLite generates one), e.g. [{id: k1, key: <openssl rand -base64 32>}]"},
+		{"postgres without a journal", func(c *Config) { c.Database.Driver = "postgres"; c.Encryption = ring1 }, "journal.dir",
+			"must name the deletion journal's directory with database.driver postgres, shared by every instance (e.g. a ReadWriteMany volume): without it a restored backup brings back what was deleted since"},
+		{"journal kept less than a day", func(c *Config) { c.Journal.Keep = 23 * time.Hour }, "journal.keep", "must be at least 24h0m0s (as long as the oldest backup kept), got 23h0m0s"},
 		{"unknown driver", func(c *Config) { c.Database.Driver = "mysql" }, "database.driver", `must be one of sqlite, postgres, got "mysql"`},
 		{"empty dsn", func(c *Config) { c.Database.DSN = "" }, "database.dsn", "must not be empty"},
 		{"zero readers", func(c *Config) { c.Database.MaxReaders = 0 }, "database.max_readers", "must be positive, got 0"},
@@ -747,16 +754,19 @@ func TestValidateRefusesPlaceholderSecrets(t *testing.T) {
 			c.Database.Driver = "postgres"
 			c.Database.DSN = "postgres://data_api:" + s + "@db:5432/data_api?sslmode=require"
 			c.Encryption = ring1
+			c.Journal.Dir = "/var/lib/data-api-journal"
 		}, "database.dsn", "password"},
 		{"change-me", func(c *Config, s string) {
 			c.Database.Driver = "postgres"
 			c.Database.DSN = "postgres://db:5432/data_api?user=data_api&password=" + s
 			c.Encryption = ring1
+			c.Journal.Dir = "/var/lib/data-api-journal"
 		}, "database.dsn", "password"},
 		{"Password", func(c *Config, s string) {
 			c.Database.Driver = "postgres"
 			c.Database.DSN = "host=db user=data_api password='" + s + "' dbname=data_api"
 			c.Encryption = ring1
+			c.Journal.Dir = "/var/lib/data-api-journal"
 		}, "database.dsn", "password"},
 		{"placeholder-for-redis-url", func(c *Config, s string) {
 			c.Dialogues.Store = "redis"
@@ -794,6 +804,7 @@ func TestValidateRefusesPlaceholderSecrets(t *testing.T) {
 	c.Database.Driver = "postgres"
 	c.Database.DSN = "postgres://data_api:3f9a0c1e7b2d@db:5432/data_api"
 	c.Encryption = ring1
+	c.Journal.Dir = "/var/lib/data-api-journal"
 	c.Auth.Keys = []Key{{Name: "bot", Key: "a-secret-0123456789", Roles: []string{"ingest"}}}
 	if err := c.Validate(); err != nil {
 		t.Errorf("real secrets refused: %v", err)
@@ -986,5 +997,23 @@ func TestListenAddr(t *testing.T) {
 		if got := c.ListenAddr(); got != tc.want {
 			t.Errorf("%s with %+v: got %s, want %s", tc.addr, tc.auth, got, tc.want)
 		}
+	}
+}
+
+// TestJournalDir: the deletion journal lies beside a SQLite database unless
+// placed elsewhere; PostgreSQL has no default (Validate requires one).
+func TestJournalDir(t *testing.T) {
+	c := want
+	if got := c.JournalDir(); got != "data/data-api.db.deletions" {
+		t.Errorf("SQLite by default: got %q", got)
+	}
+	c.Journal.Dir = "/mnt/journal"
+	if got := c.JournalDir(); got != "/mnt/journal" {
+		t.Errorf("SQLite with journal.dir: got %q", got)
+	}
+	c.Journal.Dir = ""
+	c.Database.Driver = "postgres"
+	if got := c.JournalDir(); got != "" {
+		t.Errorf("PostgreSQL without journal.dir: got %q, want none", got)
 	}
 }

@@ -138,9 +138,18 @@ func (c Config) problems() *Error {
 	}
 
 	c.Encryption.addProblems(e, db.Driver)
+	if db.Driver == "postgres" && c.Journal.Dir == "" {
+		e.add("journal.dir", "must name the deletion journal's directory with database.driver postgres, shared by every instance (e.g. a ReadWriteMany volume): without it a restored backup brings back what was deleted since")
+	}
+	if c.Journal.Keep < minJournalKeep {
+		e.add("journal.keep", fmt.Sprintf("must be at least %v (as long as the oldest backup kept), got %v", minJournalKeep, c.Journal.Keep))
+	}
 	c.addPlaceholderProblems(e)
 	return e
 }
+
+// minJournalKeep is the least journal.keep: a day, the life of a segment.
+const minJournalKeep = 24 * time.Hour
 
 // masterKeySize is the size of a master key: AES-256.
 const masterKeySize = 32

@@ -62,3 +62,41 @@ func benchSaveConsents(b *testing.B, open func(*testing.B) *DB) {
 		})
 	}
 }
+
+// BenchmarkWithdraw measures what the deletion journal adds to a
+// withdrawal that deletes a stored dialogue of 10 messages: an entry synced
+// to stable storage within the transaction. Each round stores the dialogue
+// first; the difference between the two is the journal's.
+func BenchmarkWithdraw(b *testing.B) {
+	for _, journaled := range []bool{false, true} {
+		b.Run(fmt.Sprintf("journal=%v", journaled), func(b *testing.B) {
+			dir := b.TempDir()
+			o := Options{Driver: "sqlite", DSN: dir + "/data.db", MasterKeys: []MasterKey{testKey}, ActiveKey: testKey.ID}
+			if journaled {
+				o.JournalDir, o.JournalKeep = dir+"/journal", 24*time.Hour
+			}
+			db := openWith(b, o)
+			text := strings.Repeat("a typical customer message ", 4)
+			var stored, withdrawn time.Duration
+			round := 0
+			for b.Loop() {
+				round++
+				d := fmt.Sprint("dialogue-", round)
+				msgs := make([]model.Message, 10)
+				for i := range msgs {
+					msgs[i] = msg("customer-1", d, "en", text, int64(i))
+				}
+				start := time.Now()
+				save(b, db, consent(msgs...))
+				stored += time.Since(start)
+				start = time.Now()
+				if _, err := db.Withdraw(b.Context(), model.Decision{DialogueID: d, CustomerID: "customer-1", DecidedAt: t0}); err != nil {
+					b.Fatal(err)
+				}
+				withdrawn += time.Since(start)
+			}
+			b.ReportMetric(float64(stored.Microseconds())/float64(b.N), "µs/consent")
+			b.ReportMetric(float64(withdrawn.Microseconds())/float64(b.N), "µs/withdrawal")
+		})
+	}
+}

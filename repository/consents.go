@@ -9,6 +9,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/data-api/data-api/journal"
 	"github.com/data-api/data-api/keyring"
 	"github.com/data-api/data-api/model"
 )
@@ -118,11 +119,19 @@ func sealTexts(msgs []newSealedRow, texts []string, keys map[string]*keyring.Key
 // Withdraw hard-deletes every stored message of d.DialogueID and its key,
 // and appends d to the ledger in one transaction. The ledger entry's
 // Messages is d.Messages plus the number deleted; Withdraw returns the
-// number deleted. On SQLite it then has the database files scrubbed in the
-// background (see scrubber).
+// number deleted. A withdrawal that deletes something is journaled within
+// the transaction (see deletions.go), and fails if the journal does. On
+// SQLite it then has the database files scrubbed in the background (see
+// scrubber).
 func (db *DB) Withdraw(ctx context.Context, d model.Decision) (int, error) {
 	var deleted, keys int
 	err := db.writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var upTo int64
+		if db.journal != nil {
+			if err := tx.Raw("SELECT COALESCE(MAX(created_at), 0) FROM sealed_messages WHERE dialogue_id = ?", d.DialogueID).Scan(&upTo).Error; err != nil {
+				return err
+			}
+		}
 		res := tx.Exec("DELETE FROM sealed_messages WHERE dialogue_id = ?", d.DialogueID)
 		if res.Error != nil {
 			return res.Error
@@ -133,6 +142,14 @@ func (db *DB) Withdraw(ctx context.Context, d model.Decision) (int, error) {
 		}
 		keys = int(res.RowsAffected)
 		d.Messages += deleted
+		if db.journal != nil && (deleted > 0 || keys > 0) {
+			if err := db.journal.Append(journal.Entry{
+				Kind: journal.Withdrawal, At: d.DecidedAt.UnixNano(), DialogueID: d.DialogueID, CustomerID: d.CustomerID,
+				UpTo: upTo, Messages: d.Messages, By: d.KeyName,
+			}); err != nil {
+				return err
+			}
+		}
 		row := toConsentRow(d)
 		return tx.Create(&row).Error
 	})

@@ -258,7 +258,8 @@ func (db *DB) cacheNewKeys(keys map[string]*keyring.Key, rows []dialogueKeyRow, 
 
 // openRing builds the key ring o names. On SQLite without master keys it
 // uses the key in o.KeyFile (the DSN and ".key" when empty), generating it
-// when the database holds no dialogue key that it wrapped.
+// when the database holds no dialogue key that it wrapped; with no writer,
+// it never generates one.
 func openRing(ctx context.Context, writer *gorm.DB, o Options, log *slog.Logger) (*keyring.Ring, error) {
 	keys := make(map[string][]byte, len(o.MasterKeys))
 	for _, k := range o.MasterKeys {
@@ -283,7 +284,17 @@ func openRing(ctx context.Context, writer *gorm.DB, o Options, log *slog.Logger)
 		if path == "" {
 			path = o.DSN + ".key"
 		}
-		key, err := generatedKey(ctx, writer, path, log)
+		var (
+			key []byte
+			err error
+		)
+		if writer == nil {
+			if key, err = keyring.ReadFile(path); errors.Is(err, fs.ErrNotExist) {
+				err = fmt.Errorf("the key file %s is missing: the stored texts cannot be read without it; put it back from where it is backed up, apart from the database", path)
+			}
+		} else {
+			key, err = generatedKey(ctx, writer, path, log)
+		}
 		if err != nil {
 			return nil, err
 		}

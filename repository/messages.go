@@ -14,6 +14,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/data-api/data-api/journal"
 	"github.com/data-api/data-api/keyring"
 	"github.com/data-api/data-api/model"
 )
@@ -466,13 +467,21 @@ func (l *keyLookup) close() {
 
 // EraseCustomer hard-deletes every stored message of e.CustomerID and the
 // keys of its dialogues, records e with Messages set to the number deleted
-// in the same transaction, and returns that number. It then scrubs the
-// database files of the deleted rows; if that fails, the deletion stands,
-// EraseCustomer returns the number deleted with an error of kind
-// model.ErrUnavailable, and calling it again completes the scrub.
+// in the same transaction, and returns that number. The erasure is
+// journaled within the transaction (see deletions.go), and fails if the
+// journal does. It then scrubs the database files of the deleted rows; if
+// that fails, the deletion stands, EraseCustomer returns the number deleted
+// with an error of kind model.ErrUnavailable, and calling it again
+// completes the scrub.
 func (db *DB) EraseCustomer(ctx context.Context, e model.Erasure) (int, error) {
 	var deleted int
 	err := db.writer.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var upTo int64
+		if db.journal != nil {
+			if err := tx.Raw("SELECT COALESCE(MAX(created_at), 0) FROM sealed_messages WHERE customer_id = ?", e.CustomerID).Scan(&upTo).Error; err != nil {
+				return err
+			}
+		}
 		res := tx.Exec("DELETE FROM sealed_messages WHERE customer_id = ?", e.CustomerID)
 		if res.Error != nil {
 			return res.Error
@@ -480,6 +489,13 @@ func (db *DB) EraseCustomer(ctx context.Context, e model.Erasure) (int, error) {
 		deleted = int(res.RowsAffected)
 		if err := tx.Exec("DELETE FROM dialogue_keys WHERE customer_id = ?", e.CustomerID).Error; err != nil {
 			return err
+		}
+		if db.journal != nil {
+			if err := db.journal.Append(journal.Entry{
+				Kind: journal.Erasure, At: e.ErasedAt.UnixNano(), CustomerID: e.CustomerID, UpTo: upTo, Messages: deleted, By: e.KeyName,
+			}); err != nil {
+				return err
+			}
 		}
 		return tx.Create(&erasureRow{CustomerID: e.CustomerID, ErasedAt: e.ErasedAt.UnixNano(), Messages: deleted, KeyName: e.KeyName}).Error
 	})
@@ -496,9 +512,17 @@ func (db *DB) EraseCustomer(ctx context.Context, e model.Erasure) (int, error) {
 
 // DeleteCreatedBefore hard-deletes at most limit stored messages created
 // before t, oldest first, and the keys of their dialogues left without a
-// message, and returns how many messages it deleted. On SQLite it then has
-// the database files scrubbed in the background (see scrubber).
+// message, and returns how many messages it deleted. The first batch of a
+// cutoff that deletes something journals it within its transaction (see
+// deletions.go), and fails if the journal does. On SQLite it then has the
+// database files scrubbed in the background (see scrubber).
 func (db *DB) DeleteCreatedBefore(ctx context.Context, t time.Time, limit int) (int, error) {
+	return db.deleteCreatedBefore(ctx, t, limit, true)
+}
+
+// deleteCreatedBefore is DeleteCreatedBefore, journaling the cutoff only
+// when told to.
+func (db *DB) deleteCreatedBefore(ctx context.Context, t time.Time, limit int, journaled bool) (int, error) {
 	if limit < 1 {
 		return 0, nil
 	}
@@ -517,6 +541,11 @@ func (db *DB) DeleteCreatedBefore(ctx context.Context, t time.Time, limit int) (
 			return res.Error
 		}
 		deleted = int(res.RowsAffected)
+		if journaled && db.journal != nil && deleted > 0 && t.UnixNano() > db.retentionJournaled.Load() {
+			if err := db.journal.Append(journal.Entry{Kind: journal.Retention, Before: t.UnixNano()}); err != nil {
+				return err
+			}
+		}
 		for chunk := range slices.Chunk(dialogues, insertBatch) {
 			if err := tx.Exec("DELETE FROM dialogue_keys WHERE dialogue_id IN ? AND NOT EXISTS"+
 				" (SELECT 1 FROM sealed_messages m WHERE m.dialogue_id = dialogue_keys.dialogue_id)", chunk).Error; err != nil {
@@ -527,6 +556,9 @@ func (db *DB) DeleteCreatedBefore(ctx context.Context, t time.Time, limit int) (
 	})
 	if err != nil {
 		return 0, unavailable(ctx, "delete old messages", err)
+	}
+	if journaled && deleted > 0 {
+		db.retentionJournaled.Store(max(db.retentionJournaled.Load(), t.UnixNano()))
 	}
 	// Those whose key stays are read again from their row when needed.
 	db.keys.drop(dialogues...)

@@ -38,6 +38,7 @@ func TestReadinessFollowsWriteOutages(t *testing.T) {
 				_, cfg.Database.DSN = repository.PostgresSchema(t)
 				cfg.Encryption.Active = "k1"
 				cfg.Encryption.Keys = []config.EncryptionKey{{ID: "k1", Key: "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}}
+				cfg.Journal.Dir = filepath.Join(t.TempDir(), "journal")
 			} else {
 				cfg.Database.DSN = filepath.Join(t.TempDir(), "data.db")
 			}

@@ -20,11 +20,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/data-api/data-api/journal"
 	"github.com/data-api/data-api/keyring"
 	"github.com/data-api/data-api/model"
 )
@@ -51,6 +53,15 @@ type Options struct {
 	MasterKeys []MasterKey
 	ActiveKey  string
 	KeyFile    string
+
+	// JournalDir, when set, is the directory of the deletion journal (see
+	// deletions.go): every withdrawal, erasure and retention purge is
+	// recorded there before it commits, and Open re-applies what the
+	// database lacks. JournalKeep is how long its segments are kept.
+	JournalDir  string
+	JournalKeep time.Duration
+	// Clock stamps the journal and the backups; nil: time.Now.
+	Clock func() time.Time
 }
 
 // DB is the database of consented messages. It is safe for concurrent use.
@@ -74,6 +85,19 @@ type DB struct {
 	keysQuery        string
 	// inserts are the writer's prepared INSERT statements.
 	inserts *writerStmts
+
+	// journal records deletions; nil without Options.JournalDir.
+	journal *journal.Journal
+	clock   func() time.Time
+	// retentionJournaled is the newest retention cutoff journaled.
+	retentionJournaled atomic.Int64
+	// applyLock, when set, serialises re-applications across processes.
+	applyLock string
+	// backupTo copies the database as of one read transaction into a
+	// file; nil when the dialect has none (see Backup).
+	backupTo func(ctx context.Context, reader *gorm.DB, path string) error
+	// reapplied is what Open re-applied from the journal.
+	reapplied reapplied
 	// owner is DialogueOwner's query, prepared once on the readers: it runs
 	// for every new dialogue.
 	owner *sql.Stmt
@@ -109,6 +133,9 @@ type dialect struct {
 	// the driver interrupts it when the context ends. Without it ctx is
 	// checked between rows only.
 	interruptQueries bool
+	// backupTo, when set, copies the database as of one read transaction
+	// into a file (see Backup).
+	backupTo func(ctx context.Context, reader *gorm.DB, path string) error
 	// keysQuery selects the dialogue_id, customer_id and wrapped of the
 	// dialogue keys whose ids its one argument lists, a JSON array. It is
 	// prepared by database/sql, not GORM: its placeholder is the driver's.
@@ -118,22 +145,21 @@ type dialect struct {
 // Open opens the database o describes, creating and migrating its schema as
 // needed, and encrypting the texts of a database written before encryption
 // (see encryptPlaintext). It refuses a database whose dialogue keys the key
-// ring cannot unwrap. The caller must Close the DB. It holds at most
+// ring cannot unwrap, and one whose restore has not finished (see Restore).
+// With a deletion journal it re-applies, before it returns, every deletion
+// the journal holds that the database lacks (see followJournal), and
+// refuses a database that names another journal or whose journal is
+// missing. The caller must Close the DB. It holds at most
 // o.MaxReaders+o.MaxExports+1 connections, and on PostgreSQL one more while
 // an erasure vacuums.
 func Open(ctx context.Context, o Options) (*DB, error) {
-	var (
-		d   dialect
-		err error
-	)
-	switch o.Driver {
-	case "sqlite":
-		d, err = newSQLite(o.DSN)
-	case "postgres":
-		d, err = newPostgres(o.DSN)
-	default:
-		err = fmt.Errorf("unknown database driver %q", o.Driver)
-	}
+	return open(ctx, o, nil)
+}
+
+// open is Open, or with r set the opening of a database that Restore is
+// restoring.
+func open(ctx context.Context, o Options, r *restoring) (*DB, error) {
+	d, err := newDialect(o)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
@@ -149,10 +175,15 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		exports = defaultMaxExports
 	}
 
+	clock := o.Clock
+	if clock == nil {
+		clock = time.Now
+	}
 	db := &DB{
 		log: log, keys: newKeyCache(), scrub: d.scrub,
 		interruptQueries: d.interruptQueries, keysQuery: d.keysQuery,
 		exportSlots: make(chan struct{}, exports),
+		clock:       clock, applyLock: d.migrateLock, backupTo: d.backupTo,
 	}
 	if db.writer, err = openPool(d.writer, 1, log); err != nil {
 		return nil, fmt.Errorf("open database writer: %w", err)
@@ -170,6 +201,13 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	}
 	if db.inserts, err = newWriterStmts(ctx, db.writer, d.dollars); err != nil {
 		return fail("prepare the writer's inserts", err)
+	}
+	state, err := readJournalState(ctx, db.writer)
+	if err != nil {
+		return fail("read the journal state", err)
+	}
+	if state.Restoring != "" && r == nil {
+		return fail("open database", restoreUnfinished(state.Restoring))
 	}
 	if db.ring, err = openRing(ctx, db.writer, o, log); err != nil {
 		return fail("open key ring", err)
@@ -192,10 +230,24 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	if d.scrubAfterDelete != nil {
 		db.scrubs = startScrubber(func(ctx context.Context) error { return d.scrubAfterDelete(ctx, db.writer) }, log)
 	}
+	if err := db.followJournal(ctx, o, state, r); err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
 	if err := db.Ping(ctx); err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
 	return db, nil
+}
+
+// newDialect returns the dialect of the database o names.
+func newDialect(o Options) (dialect, error) {
+	switch o.Driver {
+	case "sqlite":
+		return newSQLite(o.DSN)
+	case "postgres":
+		return newPostgres(o.DSN)
+	}
+	return dialect{}, fmt.Errorf("unknown database driver %q", o.Driver)
 }
 
 // openPool opens a GORM handle on a pool of at most n connections.
@@ -231,14 +283,18 @@ func closePool(g *gorm.DB) error {
 }
 
 // Close stops the background scrub and closes every connection, the writer
-// last.
+// last, and the deletion journal.
 func (db *DB) Close() error {
 	db.scrubs.stop()
 	var err error
 	if db.owner != nil {
 		err = db.owner.Close()
 	}
-	return errors.Join(err, db.inserts.close(), closePool(db.exporter), closePool(db.reader), closePool(db.writer))
+	err = errors.Join(err, db.inserts.close(), closePool(db.exporter), closePool(db.reader), closePool(db.writer))
+	if db.journal != nil {
+		err = errors.Join(err, db.journal.Close())
+	}
+	return err
 }
 
 // prepare prepares query on pool's connections (database/sql prepares it

@@ -107,13 +107,43 @@ type probeRow struct {
 
 func (probeRow) TableName() string { return "write_probes" }
 
+// backupRow is a backup of the database. In the live database it is the
+// mark written, and journaled, just before the backup was taken; in the
+// backup itself Backup completes it with what the copy holds, its
+// high-water mark: the newest ledger entry and erasure record (ids and
+// times) and the number of messages, as of the moment it was taken.
+type backupRow struct {
+	ID            string `gorm:"primaryKey"`
+	MarkedAt      int64  `gorm:"not null"`
+	TakenAt       int64  `gorm:"not null;default:0"`
+	LastConsentID int64  `gorm:"not null;default:0"`
+	LastDecidedAt int64  `gorm:"not null;default:0"`
+	LastErasureID int64  `gorm:"not null;default:0"`
+	LastErasedAt  int64  `gorm:"not null;default:0"`
+	Messages      int64  `gorm:"not null;default:0"`
+}
+
+func (backupRow) TableName() string { return "backups" }
+
+// journalStateRow is the one row (ID 1) that names the deletion journal the
+// database records its deletions in, and flags a restore under way.
+type journalStateRow struct {
+	ID        int    `gorm:"primaryKey;autoIncrement:false"`
+	JournalID string `gorm:"not null;default:''"`
+	// Restoring names the restore under way ("backup <id>", or "in
+	// place"); empty when none is.
+	Restoring string `gorm:"not null;default:''"`
+}
+
+func (journalStateRow) TableName() string { return "journal_state" }
+
 // migrate creates or updates the tables and their indexes. When the
 // dialect has a migrateLock, the migration is one transaction that takes it
 // first, so that processes that start together on an empty database take
 // turns rather than race to create the same tables.
 func migrate(ctx context.Context, writer *gorm.DB, d dialect) error {
 	run := func(tx *gorm.DB) error {
-		if err := tx.AutoMigrate(&sealedMessageRow{}, &consentRow{}, &erasureRow{}, &probeRow{}); err != nil {
+		if err := tx.AutoMigrate(&sealedMessageRow{}, &consentRow{}, &erasureRow{}, &probeRow{}, &backupRow{}, &journalStateRow{}); err != nil {
 			return err
 		}
 		return tx.Set("gorm:table_options", d.keyTableOptions).AutoMigrate(&dialogueKeyRow{})

@@ -65,6 +65,7 @@ func newSQLite(path string) (dialect, error) {
 		exporter:         sqliteDialector(uri + "&_query_only=true"),
 		scrub:            checkpointSQLite,
 		scrubAfterDelete: checkpointSQLiteBriefly,
+		backupTo:         backupSQLite,
 		// The primary key is the table: a key look-up is one B-tree
 		// descent, and a new key writes one page fewer.
 		keyTableOptions: " WITHOUT ROWID",
@@ -115,6 +116,43 @@ func checkpointSQLiteBriefly(ctx context.Context, writer *gorm.DB) error {
 		}
 		err := checkpointSQLite(ctx, conn)
 		return errors.Join(err, conn.Exec(fmt.Sprintf("PRAGMA busy_timeout = %d", sqliteBusyTimeout)).Error)
+	})
+}
+
+// backupSQLite copies the database into the empty file at path with
+// SQLite's online backup, from a read connection: every page in one step,
+// that is within one read transaction, so that the copy is a snapshot of
+// one moment and writes of other connections meanwhile, which go on, do
+// not restart it (as they restart a backup made in several steps).
+func backupSQLite(ctx context.Context, reader *gorm.DB, path string) error {
+	pool, err := reader.DB()
+	if err != nil {
+		return err
+	}
+	conn, err := pool.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(c any) error {
+		src, ok := c.(*sqlite3.SQLiteConn)
+		if !ok {
+			return fmt.Errorf("a read connection is a %T, not a SQLite connection", c)
+		}
+		d, err := (&sqlite3.SQLiteDriver{}).Open("file:" + uriEscaper.Replace(path) + "?_synchronous=FULL")
+		if err != nil {
+			return err
+		}
+		dst := d.(*sqlite3.SQLiteConn)
+		b, err := dst.Backup("main", src, "main")
+		if err != nil {
+			return errors.Join(err, dst.Close())
+		}
+		done, err := b.Step(-1)
+		if err == nil && !done {
+			err = errors.New("the backup step did not copy every page")
+		}
+		return errors.Join(err, b.Finish(), dst.Close())
 	})
 }
 

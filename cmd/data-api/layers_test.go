@@ -17,7 +17,8 @@ const module = "github.com/data-api/data-api/"
 // repository, Redis in pending, gin and Prometheus in api, Viper in config;
 // the Go client for callers imports nothing but the standard library.
 // keyring, the standard library's cryptography only, serves repository
-// alone: nothing else handles keys.
+// and the deletion journal it keeps (journal) alone: nothing else handles
+// keys.
 func TestLayers(t *testing.T) {
 	rules := map[string]struct {
 		internal []string // packages of this module it may import
@@ -27,7 +28,8 @@ func TestLayers(t *testing.T) {
 		"pending":      {[]string{"model"}, []string{"github.com/redis/rueidis"}},
 		"service":      {[]string{"model", "pending"}, nil},
 		"keyring":      {nil, nil},
-		"repository":   {[]string{"keyring", "model"}, []string{"gorm.io/", "github.com/mattn/go-sqlite3", "github.com/jackc/"}},
+		"journal":      {[]string{"keyring"}, nil},
+		"repository":   {[]string{"journal", "keyring", "model"}, []string{"gorm.io/", "github.com/mattn/go-sqlite3", "github.com/jackc/"}},
 		"api":          {[]string{"model", "service"}, []string{"github.com/gin-gonic/gin", "github.com/prometheus/", "github.com/coreos/go-oidc/", "github.com/go-jose/go-jose/"}},
 		"config":       {nil, []string{"github.com/spf13/viper", "github.com/go-viper/", "go.yaml.in/yaml/"}},
 		"app":          {[]string{"api", "config", "pending", "repository", "service"}, nil},

@@ -5,12 +5,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -27,12 +29,16 @@ func main() {
 }
 
 // commands are the subcommands beside serving, which is the default.
-const commands = "rotate-key"
+var commands = []string{"backup", "restore", "rotate-key"}
 
 // run starts the service and blocks until ctx ends, SIGINT or SIGTERM
-// arrives, or the server fails; then it shuts down in reverse order. With
-// the subcommand rotate-key first in args it rewraps every dialogue key of
-// the database under the active master key instead, and returns.
+// arrives, or the server fails; then it shuts down in reverse order. With a
+// subcommand first in args it does that instead, with the same flags and
+// configuration, and returns: rotate-key rewraps every dialogue key of the
+// database under the active master key; backup --to FILE writes a backup of
+// the SQLite database while the service serves it; restore [--from FILE]
+// puts a backup in place and re-applies every deletion recorded in the
+// deletion journal since.
 func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -40,25 +46,39 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 	command := "serve"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		command, args = args[0], args[1:]
-		if command != "rotate-key" {
-			return fmt.Errorf("unknown command %q: the commands are %s (or none, to serve)", command, commands)
+		if !slices.Contains(commands, command) {
+			return fmt.Errorf("unknown command %q: the commands are %s (or none, to serve)", command, strings.Join(commands, ", "))
 		}
 	}
 	flags := flag.NewFlagSet("data-api", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	configPath := flags.String("config", "", "path of the YAML configuration file (default config/data-api.yaml if present)")
 	probe := flags.String("probe", "", "only check that `URL` answers 200, for container health checks")
+	to := flags.String("to", "", "backup: the new `FILE` to write the backup of the SQLite database to")
+	from := flags.String("from", "", "restore: the backup `FILE` to put in place of the SQLite database (which must not exist); "+
+		"without it, the database is restored in place already (PostgreSQL) and the deletion journal is re-applied to it")
+	accept := flags.Bool("accept-lost-deletions", false, "restore: restore even though the deletion journal cannot vouch for every deletion made since the backup "+
+		"(missing, another database's, older than the backup): what was deleted since may come back; logged as an error")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
 	if flags.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flags.Args())
 	}
-	if *probe != "" {
-		if command != "serve" {
-			return fmt.Errorf("-probe is not an option of %s", command)
+	owners := map[string]string{"probe": "serve", "to": "backup", "from": "restore", "accept-lost-deletions": "restore"}
+	var misplaced error
+	flags.Visit(func(f *flag.Flag) {
+		if owner, ok := owners[f.Name]; ok && owner != command && misplaced == nil {
+			misplaced = fmt.Errorf("-%s is not an option of %s", f.Name, command)
 		}
+	})
+	switch {
+	case misplaced != nil:
+		return misplaced
+	case *probe != "":
 		return probeURL(ctx, *probe)
+	case command == "backup" && *to == "":
+		return errors.New("backup needs --to FILE, the new file to write the backup to")
 	}
 	cfg, err := config.Load(*configPath, environ)
 	if err != nil {
@@ -67,8 +87,15 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 
 	logOut := newLogWriter(stderr)
 	defer logOut.Close()
-	if command == "rotate-key" {
+	switch command {
+	case "rotate-key":
 		_, err := app.RotateKeys(ctx, cfg, app.Options{Log: logOut})
+		return err
+	case "backup":
+		_, err := app.Backup(ctx, cfg, app.Options{Log: logOut}, *to)
+		return err
+	case "restore":
+		_, err := app.Restore(ctx, cfg, app.Options{Log: logOut}, app.RestoreOptions{From: *from, AcceptLostDeletions: *accept})
 		return err
 	}
 	a, err := app.New(ctx, cfg, app.Options{Log: logOut})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -44,6 +45,7 @@ func TestPostgresRestart(t *testing.T) {
 		"DATA_API_DATABASE_DSN=" + u.String(),
 		`DATA_API_ENCRYPTION_KEYS=[{"id":"k1","key":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}]`,
 		"DATA_API_ENCRYPTION_ACTIVE=k1",
+		"DATA_API_JOURNAL_DIR=" + filepath.Join(t.TempDir(), "journal"),
 	})
 	const perDialogue = 5
 	send := func(id string) {

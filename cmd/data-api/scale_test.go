@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -51,6 +52,8 @@ func TestTwoInstancesShareOneFlow(t *testing.T) {
 		"DATA_API_CURSOR_SECRET=shared-cursor-secret-0123456789",
 		`DATA_API_ENCRYPTION_KEYS=[{"id":"k1","key":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}]`,
 		"DATA_API_ENCRYPTION_ACTIVE=k1",
+		// One journal for both, as instances share it.
+		"DATA_API_JOURNAL_DIR=" + filepath.Join(t.TempDir(), "journal"),
 	}
 	a, b := start(t, environ), start(t, environ)
 	instances := []*instance{a, b}

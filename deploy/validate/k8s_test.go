@@ -203,6 +203,12 @@ func TestManifestsHostile(t *testing.T) {
 			"value: 900MiB", "value: 1GiB", "GOMEMLIMIT"},
 		{"a writable root", "base", "base/deployment.yaml",
 			"readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", "readOnlyRootFilesystem"},
+		{"the journal on the database's volume", "base", "base/deployment.yaml",
+			"value: /var/lib/data-api-journal", "value: /var/lib/data-api/journal", "shares the database's volume"},
+		{"no journal", "base", "base/deployment.yaml",
+			"- name: DATA_API_JOURNAL_DIR\n              value: /var/lib/data-api-journal\n", "", "DATA_API_JOURNAL_DIR must name"},
+		{"a journal the replicas cannot share", "scale", "scale/kustomization.yaml",
+			"accessModes: [ReadWriteMany]", "accessModes: [ReadWriteOnce]", "must be ReadWriteMany"},
 		{"a policy for other pods", "base", "base/networkpolicy.yaml",
 			"  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: data-api",
 			"  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: other", "no NetworkPolicy"},
@@ -383,6 +389,32 @@ func check(r *rendered, known map[string]bool) []string {
 	replicas := int32(1)
 	if d.Spec.Replicas != nil {
 		replicas = *d.Spec.Replicas
+	}
+
+	// The deletion journal: on a claim of its own, which outlives the
+	// database's volume and which every replica shares.
+	mountOf := func(p string) *corev1.VolumeMount {
+		var best *corev1.VolumeMount
+		for i, m := range c.VolumeMounts {
+			if (p == m.MountPath || strings.HasPrefix(p, strings.TrimSuffix(m.MountPath, "/")+"/")) && (best == nil || len(m.MountPath) > len(best.MountPath)) {
+				best = &c.VolumeMounts[i]
+			}
+		}
+		return best
+	}
+	switch jdir, jm := env["DATA_API_JOURNAL_DIR"], mountOf(env["DATA_API_JOURNAL_DIR"]); {
+	case jdir == "":
+		bad("DATA_API_JOURNAL_DIR must name the deletion journal's directory: without it a restored backup brings back what was erased since")
+	case jm == nil || vols[jm.Name].PersistentVolumeClaim == nil:
+		bad("DATA_API_JOURNAL_DIR %s is on no PersistentVolumeClaim: the journal would die with the pod", jdir)
+	case env["DATA_API_DATABASE_DRIVER"] != "postgres" && mountOf(env["DATA_API_DATABASE_DSN"]) != nil && mountOf(env["DATA_API_DATABASE_DSN"]).Name == jm.Name:
+		bad("the deletion journal %s shares the database's volume %s: it must outlive the database's loss", jdir, jm.Name)
+	default:
+		claim := vols[jm.Name].PersistentVolumeClaim.ClaimName
+		i := slices.IndexFunc(r.claims, func(c *corev1.PersistentVolumeClaim) bool { return c.Name == claim })
+		if replicas > 1 && i >= 0 && !slices.Contains(r.claims[i].Spec.AccessModes, corev1.ReadWriteMany) {
+			bad("the deletion journal's claim %s must be ReadWriteMany: %d replicas share it", claim, replicas)
+		}
 	}
 	if driver := env["DATA_API_DATABASE_DRIVER"]; driver == "" || driver == "sqlite" {
 		if replicas != 1 || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
