@@ -72,7 +72,9 @@ func NewMetrics() *Metrics {
 			Name: "data_api_ready",
 			Help: "1 when /readyz would answer 200 now, 0 otherwise; checked at each scrape.",
 		}, m.readyNow),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		// The scheduler's latencies tell how long runnable goroutines wait
+		// for a CPU: under a saturated CPU, most of a consent's time.
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

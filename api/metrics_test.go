@@ -157,8 +157,10 @@ func TestMetricsAfterAFlow(t *testing.T) {
 	if got, _ := sample(families, "data_api_db_write_duration_seconds", "op", "consent"); got < 1 {
 		t.Errorf(`data_api_db_write_duration_seconds_count{op="consent"}: got %v, want > 0`, got)
 	}
-	if _, ok := families["go_goroutines"]; !ok {
-		t.Error("go_goroutines: missing from the exposition")
+	for _, name := range []string{"go_goroutines", "go_sched_latencies_seconds"} {
+		if _, ok := families[name]; !ok {
+			t.Errorf("%s: missing from the exposition", name)
+		}
 	}
 	if !slices.ContainsFunc(slices.Collect(maps.Keys(families)), func(name string) bool { return strings.HasPrefix(name, "process_") }) {
 		t.Error("process_*: missing from the exposition")
