@@ -6,10 +6,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,6 +17,7 @@ import (
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 
+	"github.com/data-api/data-api/internal/canary"
 	"github.com/data-api/data-api/internal/fake"
 	"github.com/data-api/data-api/internal/testserver"
 	"github.com/data-api/data-api/keyring"
@@ -151,32 +150,10 @@ func searchPath(t *testing.T, dsn string) string {
 // findInDir returns "file: needle" for each needle in a file under dir.
 func findInDir(t *testing.T, dir string, needles map[string][]byte) []string {
 	t.Helper()
-	var found []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // removed meanwhile, as a server's temporary files are
-		}
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // a WAL segment recycled meanwhile
-		}
-		if err != nil {
-			return err
-		}
-		for name, n := range needles {
-			if bytes.Contains(b, n) {
-				found = append(found, filepath.Base(path)+": "+name)
-			}
-		}
-		return nil
-	})
+	found, err := canary.Find(dir, needles)
 	if err != nil {
 		t.Fatalf("read the database files: %v", err)
 	}
-	slices.Sort(found)
 	return found
 }
 

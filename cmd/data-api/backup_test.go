@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -22,6 +21,7 @@ import (
 
 	_ "github.com/mattn/go-sqlite3" // reads the backup around the service
 
+	"github.com/data-api/data-api/internal/canary"
 	"github.com/data-api/data-api/internal/fake"
 )
 
@@ -292,22 +292,7 @@ func sealedOf(t *testing.T, path, dialogue, customer string) map[string][]byte {
 // findIn returns "file: needle" for each needle in a file under dir.
 func findIn(t *testing.T, dir string, needles map[string][]byte) []string {
 	t.Helper()
-	var found []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for name, n := range needles {
-			if bytes.Contains(b, n) {
-				found = append(found, filepath.Base(path)+": "+name)
-			}
-		}
-		return nil
-	})
+	found, err := canary.Find(dir, needles)
 	if err != nil {
 		t.Fatal(err)
 	}
