@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bufio"
 	"errors"
 	"net/http"
 
@@ -57,32 +56,17 @@ func (h *Handler) customerData(c *gin.Context) error {
 		return err
 	}
 	ctx, id := c.Request.Context(), c.Param("customerId")
-	const contentType = "application/x-ndjson"
 	if c.Request.Method == http.MethodHead {
 		err := h.svc.CustomerData(ctx, id, func(model.CustomerRecord) error { return errHeadOnly })
 		if err != nil && !errors.Is(err, errHeadOnly) {
 			return err
 		}
-		c.Header("Content-Type", contentType)
+		c.Header("Content-Type", ndjsonFormat.contentType)
 		c.Status(http.StatusOK)
 		return nil
 	}
-	out := &stallWriter{w: c.Writer, rc: http.NewResponseController(c.Writer), stall: h.o.ExportStallTimeout}
-	var (
-		bw   *bufio.Writer
-		rows ndjsonRows
-		n    int
-	)
-	start := func() {
-		c.Header("Content-Type", contentType)
-		c.Status(http.StatusOK)
-		bw = bufio.NewWriterSize(out, exportBuffer)
-		rows = ndjsonFormat.start(bw).(ndjsonRows)
-	}
+	st := h.newStream(c, map[string]string{"Content-Type": ndjsonFormat.contentType}, ndjsonFormat.start)
 	err := h.svc.CustomerData(ctx, id, func(r model.CustomerRecord) error {
-		if bw == nil {
-			start()
-		}
 		var line any
 		switch {
 		case r.Message != nil:
@@ -93,31 +77,10 @@ func (h *Handler) customerData(c *gin.Context) error {
 			e := r.Erasure
 			line = erasureLine{"erasure", e.CustomerID, e.ErasedAt.UTC().Format(timeFormat), e.Messages}
 		}
-		if err := rows.enc.Encode(line); err != nil {
+		if err := st.next().(ndjsonRows).enc.Encode(line); err != nil {
 			return err
 		}
-		if n++; n%exportFlushRows == 0 {
-			return flushExport(rows, bw, out)
-		}
-		return nil
+		return st.wrote()
 	})
-	if bw == nil {
-		if err != nil {
-			return err
-		}
-		start()
-	}
-	if err == nil {
-		err = flushExport(rows, bw, out)
-	}
-	if err != nil && !c.Writer.Written() {
-		c.Writer.Header().Del("Content-Type")
-		return err
-	}
-	if err != nil {
-		// As an export's: the client must see a body cut short.
-		h.log.WarnContext(ctx, "right-of-access document ended early", "records", n, "err", err)
-		cutConnection(c.Writer)
-	}
-	return nil
+	return st.end(err, "right-of-access document ended early", "records")
 }

@@ -84,57 +84,98 @@ func (h *Handler) export(c *gin.Context) error {
 	if c.Request.Method == http.MethodHead {
 		return h.exportHead(c, q.Filter, format)
 	}
-	out := &stallWriter{w: c.Writer, rc: http.NewResponseController(c.Writer), stall: h.o.ExportStallTimeout}
-	var (
-		bw   *bufio.Writer
-		rows exportRows
-		n    int
-	)
-	// The status line waits for the first row, so that a refusal (every
-	// export slot taken, a database that does not answer) is still a
-	// problem response.
-	start := func() {
-		c.Header("Content-Type", format.contentType)
-		c.Header("Vary", "Accept")
-		c.Status(http.StatusOK)
-		bw = bufio.NewWriterSize(out, exportBuffer)
-		rows = format.start(bw)
-	}
+	st := h.newStream(c, map[string]string{"Content-Type": format.contentType, "Vary": "Accept"}, format.start)
 	err = h.svc.Export(c.Request.Context(), q.Filter, func(m model.StoredMessage) error {
-		if bw == nil {
-			start()
-		}
-		if err := rows.write(m); err != nil {
+		if err := st.next().write(m); err != nil {
 			return err
 		}
-		if n++; n%exportFlushRows == 0 {
-			return flushExport(rows, bw, out)
-		}
-		return nil
+		return st.wrote()
 	})
-	if bw == nil {
+	return st.end(err, "export ended early", "rows")
+}
+
+// stream is a streamed reply: an export, or the right of access. Its
+// status line waits for the first row, so that a refusal (every export slot
+// taken, a database that does not answer) is still a problem response. Its
+// rows are flushed every exportFlushRows, each write bound by the stall
+// timeout. Should it fail once the status line is sent, the connection is
+// cut, so that the client sees a body that ends without its last chunk:
+// ending it cleanly would make a stream cut short pass for a whole one.
+type stream struct {
+	h      *Handler
+	c      *gin.Context
+	header map[string]string // set with the status line, taken back on a refusal
+	begin  func(io.Writer) exportRows
+	out    *stallWriter
+	bw     *bufio.Writer
+	rows   exportRows
+	n      int // rows written
+}
+
+func (h *Handler) newStream(c *gin.Context, header map[string]string, begin func(io.Writer) exportRows) *stream {
+	out := &stallWriter{w: c.Writer, rc: http.NewResponseController(c.Writer), stall: h.o.ExportStallTimeout}
+	return &stream{h: h, c: c, header: header, begin: begin, out: out}
+}
+
+func (s *stream) start() {
+	for k, v := range s.header {
+		s.c.Header(k, v)
+	}
+	s.c.Status(http.StatusOK)
+	s.bw = bufio.NewWriterSize(s.out, exportBuffer)
+	s.rows = s.begin(s.bw)
+}
+
+// next returns what the next row is written to, starting the reply at the
+// first row.
+func (s *stream) next() exportRows {
+	if s.bw == nil {
+		s.start()
+	}
+	return s.rows
+}
+
+// wrote counts a row written, flushing every exportFlushRows.
+func (s *stream) wrote() error {
+	if s.n++; s.n%exportFlushRows == 0 {
+		return s.flush()
+	}
+	return nil
+}
+
+func (s *stream) flush() error {
+	if err := s.rows.flush(); err != nil {
+		return err
+	}
+	if err := s.bw.Flush(); err != nil {
+		return err
+	}
+	return s.out.flush()
+}
+
+// end finishes the reply after its rows, err being how writing them ended:
+// an error to answer as a problem while nothing is sent, else nil. A
+// failure after the status line is logged as ended (with the rows written
+// counted as unit) and the connection cut.
+func (s *stream) end(err error, ended, unit string) error {
+	if s.bw == nil {
 		if err != nil {
 			return err
 		}
-		start()
+		s.start()
 	}
 	if err == nil {
-		err = flushExport(rows, bw, out)
+		err = s.flush()
 	}
-	if err != nil && !c.Writer.Written() {
-		// Nothing has reached the client: the failure can still be a
-		// problem response.
-		c.Writer.Header().Del("Content-Type")
-		c.Writer.Header().Del("Vary")
+	if err != nil && !s.c.Writer.Written() {
+		for k := range s.header {
+			s.c.Writer.Header().Del(k)
+		}
 		return err
 	}
 	if err != nil {
-		// The status line is sent: all that is left is to log and cut the
-		// connection, so that the client sees a body that ends without its
-		// last chunk. Returning alone would end the body cleanly, and an
-		// export cut short would pass for a whole one.
-		h.log.WarnContext(c.Request.Context(), "export ended early", "rows", n, "err", err)
-		cutConnection(c.Writer)
+		s.h.log.WarnContext(s.c.Request.Context(), ended, unit, s.n, "err", err)
+		cutConnection(s.c.Writer)
 	}
 	return nil
 }
@@ -152,16 +193,6 @@ func cutConnection(w gin.ResponseWriter) {
 	if conn, _, err := http.NewResponseController(rw).Hijack(); err == nil {
 		_ = conn.Close()
 	}
-}
-
-func flushExport(rows exportRows, bw *bufio.Writer, out *stallWriter) error {
-	if err := rows.flush(); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	return out.flush()
 }
 
 // stallWriter writes to the connection with a progress deadline: each write
