@@ -2,20 +2,15 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"net"
-	"net/url"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/data-api/data-api/internal/testserver"
 )
 
 // TestPostgresRestart puts a TCP proxy between the service and PostgreSQL
@@ -25,17 +20,7 @@ import (
 // once the server answers again they succeed without a restart of the
 // service, and each dialogue, its consent retried, is stored once, whole.
 func TestPostgresRestart(t *testing.T) {
-	dsn := testserver.Postgres(t)
-	schema := "restart_" + strings.ToLower(rand.Text()[:12])
-	pgExec(t, dsn, "CREATE SCHEMA "+schema)
-	t.Cleanup(func() { pgExec(t, dsn, "DROP SCHEMA "+schema+" CASCADE") })
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
+	u, _ := pgSchema(t, "restart_")
 	direct := u.String()
 	proxy := newTCPProxy(t, u.Host)
 	u.Host = proxy.addr()

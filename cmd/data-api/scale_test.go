@@ -31,17 +31,8 @@ type instance struct {
 // its consent to one, queries to either, and an erasure at one while the
 // customer's messages arrive at the other.
 func TestTwoInstancesShareOneFlow(t *testing.T) {
-	dsn, redisURL := testserver.Postgres(t), testserver.Redis(t)
-	schema := "scale_" + strings.ToLower(rand.Text()[:12])
-	pgExec(t, dsn, "CREATE SCHEMA "+schema)
-	t.Cleanup(func() { pgExec(t, dsn, "DROP SCHEMA "+schema+" CASCADE") })
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
+	redisURL := testserver.Redis(t)
+	u, schema := pgSchema(t, "scale_")
 
 	environ := []string{
 		"DATA_API_DATABASE_DRIVER=postgres",
@@ -214,6 +205,25 @@ func reversed(s []string) []string {
 	r := slices.Clone(s)
 	slices.Reverse(r)
 	return r
+}
+
+// pgSchema makes a schema of the test's own, named prefix and a random
+// suffix, on the test server and drops it at the end; it returns the server's
+// DSN with the schema as its search_path, and the schema's name.
+func pgSchema(t *testing.T, prefix string) (*url.URL, string) {
+	t.Helper()
+	dsn := testserver.Postgres(t)
+	schema := prefix + strings.ToLower(rand.Text()[:12])
+	pgExec(t, dsn, "CREATE SCHEMA "+schema)
+	t.Cleanup(func() { pgExec(t, dsn, "DROP SCHEMA "+schema+" CASCADE") })
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u, schema
 }
 
 func pgExec(t *testing.T, dsn, sql string) {
