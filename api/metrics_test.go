@@ -232,6 +232,7 @@ func TestMetricsAuthentication(t *testing.T) {
 func TestMetricsForAlertRules(t *testing.T) {
 	e := newEnv(t, envOptions{config: func(c *config.Config) {
 		c.Dialogues.MaxPending, c.Dialogues.MaxBytes = 1234, 56789
+		c.Retention.MaxAge = 24 * time.Hour // the purge runs when told
 	}})
 	e.post("c1", "d1", "text", "en")
 	e.consent("d1", true)

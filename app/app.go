@@ -92,6 +92,12 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		return nil, errors.Join(err, a.Close())
 	}
 
+	// A retention purge cut short is finished in the background as the
+	// service serves (see repository.DB.RetentionOwed).
+	owed, err := db.RetentionOwed(ctx)
+	if err != nil {
+		return nil, errors.Join(err, a.Close())
+	}
 	a.Metrics = api.NewMetrics()
 	a.Metrics.SetPendingLimits(cfg.Dialogues.MaxPending, cfg.Dialogues.MaxBytes)
 	var freeMemory func()
@@ -110,6 +116,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 		RetentionMaxAge:   cfg.Retention.MaxAge,
 		RetentionInterval: cfg.Retention.Interval,
 		RetentionBatch:    cfg.Retention.BatchSize,
+		RetentionOwed:     owed,
 		CursorSecret:      []byte(cfg.Cursor.Secret),
 		FreeMemory:        freeMemory,
 		ObserveWrite:      a.Metrics.ObserveWrite,

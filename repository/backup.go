@@ -304,10 +304,10 @@ func (db *DB) finishRestore(ctx context.Context, r RestoreOptions, c journal.Con
 	if r.RetentionMaxAge > 0 {
 		before = max(before, db.clock().Add(-r.RetentionMaxAge).UnixNano())
 	}
-	out := Restored{Withdrawals: rep.Withdrawals, Erasures: rep.Erasures, Deleted: rep.Deleted, RetentionDeleted: rep.RetentionDeleted}
+	out := Restored{Withdrawals: rep.Withdrawals, Erasures: rep.Erasures, Deleted: rep.Deleted}
 	if before > 0 {
 		out.RetentionBefore = fromNanos(before)
-		n, err := db.purgeBefore(ctx, before, true)
+		n, err := db.purgeBefore(ctx, before)
 		out.RetentionDeleted += n
 		if err != nil {
 			return out, err

@@ -231,8 +231,11 @@ func testRestoreReappliesDeletions(t *testing.T, b restoreBackend) {
 	}
 
 	db = openWith(t, o)
-	if r := db.reapplied; r.Withdrawals+r.Erasures+r.RetentionDeleted != 0 {
+	if r := db.reapplied; r.Withdrawals+r.Erasures != 0 {
 		t.Errorf("the service's start after the restore re-applied %+v, want nothing", r)
+	}
+	if owed, err := db.RetentionOwed(t.Context()); err != nil || !owed.IsZero() {
+		t.Errorf("the service's start after the restore owes a retention purge before %v (%v), want none", owed, err)
 	}
 	dir := ""
 	if b.files != nil {
@@ -443,9 +446,10 @@ func rawExec(t *testing.T, path, statement string) error {
 	return errors.Join(g.Exec(statement).Error, closePool(g))
 }
 
-// testOpenReappliesWhatTheDatabaseLacks: a backup copied in place by hand,
-// and a deletion journaled whose commit failed, are both re-applied by
-// Open before it returns.
+// testOpenReappliesWhatTheDatabaseLacks: the withdrawals and erasures of a
+// backup copied in place by hand, and a withdrawal journaled whose commit
+// failed, are re-applied by Open before it returns; the retention cutoff
+// is reported for the service to purge.
 func testOpenReappliesWhatTheDatabaseLacks(t *testing.T) {
 	b := sqliteRestoreBackend()
 	o := b.options(t)
@@ -463,11 +467,27 @@ func testOpenReappliesWhatTheDatabaseLacks(t *testing.T) {
 	logs := &fake.Log{}
 	o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 	db = openWith(t, o)
-	if db.reapplied.Withdrawals != 1 || db.reapplied.Erasures != 1 || db.reapplied.RetentionDeleted != 1 {
+	if db.reapplied.Withdrawals != 1 || db.reapplied.Erasures != 1 {
 		t.Errorf("Open of a backup copied in place re-applied %+v", db.reapplied)
 	}
 	if !strings.Contains(logs.String(), "re-applied deletions of the deletion journal that the database lacked") {
 		t.Errorf("the re-application is not logged: %s", logs)
+	}
+	// The retention cutoff is left to the service, which purges it in the
+	// background as it serves: Open reports it, and the message stays
+	// until then.
+	owed, err := db.RetentionOwed(t.Context())
+	if err != nil || !owed.Equal(t0.Add(-time.Hour)) {
+		t.Fatalf("RetentionOwed: got %v, %v; want the journaled cutoff %v", owed, err, t0.Add(-time.Hour))
+	}
+	if got := texts(all(t, db, model.Filter{CustomerID: "c3"})); !slices.Equal(got, []string{s.texts["purged"]}) {
+		t.Fatalf("Open purged by retention: %q left of customer c3", got)
+	}
+	if n, err := db.DeleteCreatedBefore(t.Context(), owed, 100); n != 1 || err != nil {
+		t.Fatalf("DeleteCreatedBefore the owed cutoff: got %d, %v", n, err)
+	}
+	if owed, err := db.RetentionOwed(t.Context()); err != nil || !owed.IsZero() {
+		t.Errorf("RetentionOwed once purged: got %v, %v; want none", owed, err)
 	}
 	checkRestored(t, db, s, "")
 

@@ -32,7 +32,13 @@ import (
 // idempotent, and its order matters not.
 //
 // The rule every process follows: no database is used while the journal
-// holds a deletion that it lacks. Open re-applies them before it returns.
+// holds a withdrawal or an erasure that it lacks. Open re-applies them
+// before it returns. A retention cutoff is different: the messages it
+// deletes were served until the purge reached them anyway, and finishing a
+// purge that a restart cut short can take as long as the purge itself
+// (half an hour for 34M messages), so Open only reports the cutoff
+// (RetentionOwed) for the service to purge in the background, as it purges
+// by age; Restore purges it before it returns.
 
 // reapplySlack is how far before the database's newest decision Open looks
 // in the journal for deletions the database lacks: beyond the clock skew
@@ -44,7 +50,6 @@ type reapplied struct {
 	Withdrawals, Erasures int   // entries applied
 	Deleted               int   // messages deleted by them
 	RetentionBefore       int64 // the newest retention cutoff journaled, Unix ns; 0 if none
-	RetentionDeleted      int   // messages deleted for it
 }
 
 // restoring is how Restore opens the database it restores.
@@ -134,10 +139,10 @@ func (db *DB) followJournal(ctx context.Context, o Options, state journalStateRo
 	return db.reapply(ctx, o.JournalDir)
 }
 
-// reapply re-applies every deletion of the journal in dir, made from
-// reapplySlack before the database's newest decision on, that the database
-// lacks, and the newest retention cutoff journaled since; then it scrubs
-// the database files.
+// reapply re-applies every withdrawal and erasure of the journal in dir,
+// made from reapplySlack before the database's newest decision on, that the
+// database lacks, then scrubs the database files; and it notes the newest
+// retention cutoff journaled since, which it leaves to the caller.
 func (db *DB) reapply(ctx context.Context, dir string) error {
 	newest, err := db.newestDecision(ctx)
 	if err != nil {
@@ -172,18 +177,36 @@ func (db *DB) reapply(ctx context.Context, dir string) error {
 			rep.Deleted += deleted
 		}
 	}
-	if rep.RetentionBefore > 0 {
-		if rep.RetentionDeleted, err = db.purgeBefore(ctx, rep.RetentionBefore, false); err != nil {
-			return fmt.Errorf("re-apply the retention purge of the deletion journal: %w", err)
-		}
-	}
 	db.reapplied = rep
-	if rep.Withdrawals+rep.Erasures+rep.RetentionDeleted == 0 {
+	db.retentionJournaled.Store(rep.RetentionBefore) // journaled already
+	if rep.Withdrawals+rep.Erasures == 0 {
 		return nil
 	}
 	db.log.WarnContext(ctx, "re-applied deletions of the deletion journal that the database lacked: it was restored from a backup, or a deletion was journaled and then failed to commit",
-		"withdrawals", rep.Withdrawals, "erasures", rep.Erasures, "messages_deleted", rep.Deleted, "retention_deleted", rep.RetentionDeleted)
+		"withdrawals", rep.Withdrawals, "erasures", rep.Erasures, "messages_deleted", rep.Deleted)
 	return db.scrubNow(ctx)
+}
+
+// RetentionOwed returns the newest retention cutoff of the deletion journal
+// that Open found while re-applying it (see reapply) if the database still
+// holds a message created before it, and the zero time otherwise: a purge
+// cut short by a restart, or a database copied back from a backup by hand.
+// The caller purges it (DeleteCreatedBefore), whatever its own retention
+// age, as serving goes on.
+func (db *DB) RetentionOwed(ctx context.Context) (time.Time, error) {
+	before := db.reapplied.RetentionBefore
+	if before == 0 {
+		return time.Time{}, nil
+	}
+	var n int
+	if err := db.writer.WithContext(ctx).Raw("SELECT COUNT(*) FROM (SELECT 1 FROM sealed_messages WHERE created_at < ? LIMIT 1) o", before).
+		Scan(&n).Error; err != nil {
+		return time.Time{}, unavailable(ctx, "look for messages past the journaled retention cutoff", err)
+	}
+	if n == 0 {
+		return time.Time{}, nil
+	}
+	return time.Unix(0, before).UTC(), nil
 }
 
 // scrubNow scrubs the database files of what was deleted, waiting for it.
@@ -274,12 +297,11 @@ func recorded(g *gorm.DB, e journal.Entry) (bool, error) {
 }
 
 // purgeBefore deletes every message created before t (Unix ns), in
-// batches, journaling the cutoff when told to, and returns how many it
-// deleted.
-func (db *DB) purgeBefore(ctx context.Context, t int64, journaled bool) (int, error) {
+// batches, and returns how many it deleted.
+func (db *DB) purgeBefore(ctx context.Context, t int64) (int, error) {
 	var total int
 	for {
-		n, err := db.deleteCreatedBefore(ctx, time.Unix(0, t), insertBatch, journaled)
+		n, err := db.DeleteCreatedBefore(ctx, time.Unix(0, t), insertBatch)
 		total += n
 		if err != nil || n < insertBatch {
 			return total, err

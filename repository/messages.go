@@ -517,12 +517,6 @@ func (db *DB) EraseCustomer(ctx context.Context, e model.Erasure) (int, error) {
 // deletions.go), and fails if the journal does. On SQLite it then has the
 // database files scrubbed in the background (see scrubber).
 func (db *DB) DeleteCreatedBefore(ctx context.Context, t time.Time, limit int) (int, error) {
-	return db.deleteCreatedBefore(ctx, t, limit, true)
-}
-
-// deleteCreatedBefore is DeleteCreatedBefore, journaling the cutoff only
-// when told to.
-func (db *DB) deleteCreatedBefore(ctx context.Context, t time.Time, limit int, journaled bool) (int, error) {
 	if limit < 1 {
 		return 0, nil
 	}
@@ -541,7 +535,7 @@ func (db *DB) deleteCreatedBefore(ctx context.Context, t time.Time, limit int, j
 			return res.Error
 		}
 		deleted = int(res.RowsAffected)
-		if journaled && db.journal != nil && deleted > 0 && t.UnixNano() > db.retentionJournaled.Load() {
+		if db.journal != nil && deleted > 0 && t.UnixNano() > db.retentionJournaled.Load() {
 			if err := db.journal.Append(journal.Entry{Kind: journal.Retention, Before: t.UnixNano()}); err != nil {
 				return err
 			}
@@ -557,7 +551,7 @@ func (db *DB) deleteCreatedBefore(ctx context.Context, t time.Time, limit int, j
 	if err != nil {
 		return 0, unavailable(ctx, "delete old messages", err)
 	}
-	if journaled && deleted > 0 {
+	if deleted > 0 {
 		db.retentionJournaled.Store(max(db.retentionJournaled.Load(), t.UnixNano()))
 	}
 	// Those whose key stays are read again from their row when needed.

@@ -27,6 +27,10 @@ type fakeRepo struct {
 	// probeErr is what ProbeWrite returns; probes counts its calls.
 	probeErr error
 	probes   int
+	// purges holds the cutoff of every DeleteCreatedBefore call; onPurge,
+	// when set, runs at its start, outside the lock.
+	purges  []time.Time
+	onPurge func()
 }
 
 var errDisk = errors.Join(model.ErrUnavailable, errors.New("disk on fire"))
@@ -106,8 +110,22 @@ func (r *fakeRepo) EraseCustomer(_ context.Context, e model.Erasure) (int, error
 	return e.Messages, nil
 }
 
-func (r *fakeRepo) DeleteCreatedBefore(context.Context, time.Time, int) (int, error) {
-	return 0, errors.New("not used")
+func (r *fakeRepo) DeleteCreatedBefore(_ context.Context, t time.Time, limit int) (int, error) {
+	if r.onPurge != nil {
+		r.onPurge()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.purges = append(r.purges, t)
+	var deleted int
+	r.messages = slices.DeleteFunc(r.messages, func(m model.StoredMessage) bool {
+		if deleted < limit && m.CreatedAt.Before(t) {
+			deleted++
+			return true
+		}
+		return false
+	})
+	return deleted, nil
 }
 
 func (r *fakeRepo) Ping(context.Context) error { return nil }
@@ -130,6 +148,27 @@ func (r *fakeRepo) stored(dialogueID string) []string {
 		}
 	}
 	return out
+}
+
+// purged returns the cutoffs of the DeleteCreatedBefore calls so far.
+func (r *fakeRepo) purged() []time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.purges)
+}
+
+// calls returns how many times SaveConsents was called.
+func (r *fakeRepo) calls() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.saveCalls
+}
+
+// backgroundWaits reports whether a background write waits for its turn.
+func (cm *committer) backgroundWaits() bool {
+	cm.mu.Lock()
+	defer cm.mu.Unlock()
+	return cm.background != nil
 }
 
 // queued returns how many consents wait for the committer.

@@ -30,7 +30,11 @@ type Options struct {
 
 	RetentionMaxAge   time.Duration // 0 keeps consented messages forever
 	RetentionInterval time.Duration // how often the purge runs, when RetentionMaxAge is set
-	RetentionBatch    int           // rows per purge transaction, when RetentionMaxAge is set
+	RetentionBatch    int           // rows per purge transaction, when RetentionMaxAge or RetentionOwed is set
+	// RetentionOwed is a retention cutoff a purge cut short left to finish
+	// (the repository's RetentionOwed): Run purges it first, in the
+	// background, whatever RetentionMaxAge says. Zero: none.
+	RetentionOwed time.Time
 
 	// CursorSecret signs pagination cursors; instances behind one load
 	// balancer need the same one. Empty: a random secret of this process.
@@ -65,6 +69,8 @@ func (o *Options) fill() error {
 	}
 	if o.RetentionMaxAge > 0 {
 		positive("RetentionInterval", int64(o.RetentionInterval))
+	}
+	if o.RetentionMaxAge > 0 || !o.RetentionOwed.IsZero() {
 		positive("RetentionBatch", int64(o.RetentionBatch))
 	}
 	if o.Clock == nil {
@@ -96,6 +102,9 @@ type Dialogues struct {
 	// heapPeak is the largest pending heap that Sweep saw since it last
 	// called FreeMemory.
 	heapPeak int64
+	// owed is Options.RetentionOwed in Unix ns until a purge has finished
+	// it, then 0.
+	owed atomic.Int64
 }
 
 // counters are monotonically increasing totals, read by Stats.
@@ -122,16 +131,28 @@ func New(repo Repository, store pending.Store, o Options) (*Dialogues, error) {
 		health:  writeHealth{clock: o.Clock},
 	}
 	d.commit = &committer{max: o.CommitBatch, repo: repo, wrote: d.wrote}
+	if !o.RetentionOwed.IsZero() {
+		d.owed.Store(o.RetentionOwed.UnixNano())
+	}
 	return d, nil
 }
 
 // Run reclaims expired dialogues and purges consented messages past their
-// retention until ctx ends. It returns when its goroutines have stopped.
+// retention until ctx ends, having first finished the purge that
+// Options.RetentionOwed names. It returns when its goroutines have stopped.
 func (d *Dialogues) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { every(ctx, d.o.SweepInterval, d.Sweep) })
-	if d.o.RetentionMaxAge > 0 {
-		wg.Go(func() { every(ctx, d.o.RetentionInterval, d.Purge) })
+	if owed := d.owed.Load(); owed != 0 || d.o.RetentionMaxAge > 0 {
+		wg.Go(func() {
+			if owed != 0 {
+				d.o.Logger.Info("finishing a retention purge that was cut short, in the background", "before", time.Unix(0, owed).UTC())
+				d.Purge(ctx)
+			}
+			if d.o.RetentionMaxAge > 0 {
+				every(ctx, d.o.RetentionInterval, d.Purge)
+			}
+		})
 	}
 	wg.Wait()
 }
@@ -372,14 +393,32 @@ func (d *Dialogues) Erase(ctx context.Context, customerID, keyName string) (mode
 	return model.ErasureOutcome{Dropped: dropped, Deleted: deleted}, nil
 }
 
-// Purge deletes consented messages older than the retention age, in bounded
-// batches so that writers are never blocked for long. Run calls it
-// periodically.
+// Purge deletes consented messages older than the retention age, and
+// those before the cutoff it owes (Options.RetentionOwed), in batches of
+// RetentionBatch that take turns with consents on the database writer (see
+// committer): a consent waits for one batch at most. Run calls it.
 func (d *Dialogues) Purge(ctx context.Context) {
-	before := d.o.Clock().Add(-d.o.RetentionMaxAge)
-	for ctx.Err() == nil {
-		start := time.Now()
-		n, err := d.repo.DeleteCreatedBefore(ctx, before, d.o.RetentionBatch)
+	owed := d.owed.Load()
+	cutoff := owed
+	if d.o.RetentionMaxAge > 0 {
+		cutoff = max(cutoff, d.o.Clock().Add(-d.o.RetentionMaxAge).UnixNano())
+	}
+	if cutoff == 0 {
+		return
+	}
+	before := time.Unix(0, cutoff)
+	for {
+		var (
+			n     int
+			err   error
+			start time.Time
+		)
+		if !d.commit.inTurn(ctx, func() {
+			start = time.Now()
+			n, err = d.repo.DeleteCreatedBefore(ctx, before, d.o.RetentionBatch)
+		}) {
+			return // stopped while waiting for its turn
+		}
 		d.stats.retentionDeleted.Add(int64(n))
 		if ctx.Err() != nil {
 			return // stopped, not failed
@@ -390,6 +429,7 @@ func (d *Dialogues) Purge(ctx context.Context) {
 			return
 		}
 		if n < d.o.RetentionBatch {
+			d.owed.CompareAndSwap(owed, 0)
 			return
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -294,5 +295,71 @@ func TestDialogue(t *testing.T) {
 	}
 	if _, err := d.Dialogue(ctx, "d1"); !errors.Is(err, model.ErrNotFound) {
 		t.Errorf("a withdrawn dialogue: got %v, want ErrNotFound", err)
+	}
+}
+
+// TestRestartFinishesACutShortPurgeInTheBackground: a database that lacks a
+// retention cutoff its deletion journal holds (here a copy put back by hand;
+// in production a purge cut short by a restart) is served at once, and the
+// service purges the cutoff in the background, even with retention off.
+func TestRestartFinishesACutShortPurgeInTheBackground(t *testing.T) {
+	cfg := config.Default()
+	cfg.Database.DSN = filepath.Join(t.TempDir(), "data.db")
+	cfg.Retention.MaxAge, cfg.Retention.BatchSize = time.Hour, 1
+	clk := fake.NewClock()
+	ctx := context.Background()
+	start := func(cfg config.Config) *app.App {
+		t.Helper()
+		a, err := app.New(ctx, cfg, app.Options{Clock: clk.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	a := start(cfg)
+	for _, id := range []string{"old", "new"} {
+		if id == "new" {
+			clk.Advance(2 * time.Hour) // "old" is past max_age, "new" is not
+		}
+		ingest(t, a.Service, "c", id, id+" a")
+		ingest(t, a.Service, "c", id, id+" b")
+		if _, err := a.Service.Consent(ctx, id, true, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	copyOf, err := os.ReadFile(cfg.Database.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a = start(cfg)
+	a.Service.Purge(ctx) // journals its cutoff, deletes "old"
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.Database.DSN, copyOf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.Retention.MaxAge = 0 // retention turned off since
+	a = start(cfg)
+	defer a.Close()
+	d := a.Service
+	if got := stored(t, d, model.Filter{}); len(got) != 4 {
+		t.Fatalf("start-up purged before serving: %q left, want all 4", got)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { d.Run(runCtx); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for d.Stats().RetentionDeletedMessages < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // waiting for the background job, not for a result
+	}
+	cancel()
+	<-done
+	if got := stored(t, d, model.Filter{}); fmt.Sprint(got) != "[new b new a]" {
+		t.Fatalf("after the background purge: %q, want only the new dialogue's", got)
 	}
 }
