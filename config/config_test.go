@@ -36,7 +36,7 @@ var want = Config{
 	Dialogues: Dialogues{Store: "memory", TTL: 30 * time.Minute, SweepInterval: time.Minute, MaxPending: 100000, MaxMessages: 1000, MaxBytes: 1 << 30, Shards: 64},
 	Redis:     Redis{URL: "redis://127.0.0.1:6379/0", Sentinel: Sentinel{Addrs: []string{}}, Prefix: "data-api:", TakeTimeout: time.Minute},
 	Limits:    Limits{MaxTextBytes: 8192, MaxBodyBytes: 65536},
-	Retention: Retention{MaxAge: 0, Interval: time.Hour, BatchSize: 1000},
+	Retention: Retention{MaxAge: 0, Interval: time.Hour, BatchSize: 100},
 	Log:       Log{Level: "info"},
 	Auth: Auth{Keys: []Key{}, OIDC: OIDC{
 		RolesClaim:      "roles",

@@ -91,6 +91,8 @@ type DB struct {
 	clock   func() time.Time
 	// retentionJournaled is the newest retention cutoff journaled.
 	retentionJournaled atomic.Int64
+	// purgeScrub spaces the scrubs of a retention purge.
+	purgeScrub purgeScrub
 	// applyLock, when set, serialises re-applications across processes.
 	applyLock string
 	// backupTo copies the database as of one read transaction into a

@@ -426,6 +426,58 @@ func TestSQLiteScrubsCoalesce(t *testing.T) {
 	}
 }
 
+// TestSQLitePurgeScrubsAfterItsLastBatch: a retention purge asks for a scrub
+// after its last batch, and every purgeScrubEvery while it runs, not after
+// each batch; the texts it deleted then leave the files.
+func TestSQLitePurgeScrubsAfterItsLastBatch(t *testing.T) {
+	clk := fake.NewClock()
+	dir := t.TempDir()
+	db := openWith(t, Options{Driver: "sqlite", DSN: filepath.Join(dir, "data.db"), Clock: clk.Now})
+	// What yields the texts: their sealed copies and their keys.
+	deleted := map[string][]byte{}
+	for i := range 4 {
+		d := fmt.Sprint("d", i)
+		save(t, db, consent(msg("c", d, "en", "text of "+d, int64(i))))
+		k, _ := keyRow(t, db, d)
+		deleted[d+" key"] = k.Wrapped
+		deleted[d+" text"] = sealedOf(t, db, d)[0]
+	}
+	requested := func() uint64 {
+		db.scrubs.mu.Lock()
+		defer db.scrubs.mu.Unlock()
+		return db.scrubs.requested
+	}
+	before := t0.Add(time.Hour)
+	for i, step := range []struct {
+		advance time.Duration
+		deleted int
+		asks    bool
+	}{
+		{0, 1, true},                    // the first batch: no scrub for purgeScrubEvery before
+		{purgeScrubEvery - 1, 1, false}, // a full batch, too soon
+		{1, 1, true},                    // a full batch, purgeScrubEvery after the last request
+		{0, 1, false},                   // a full batch, too soon
+		{0, 0, true},                    // the last batch, empty: the one before is not yet scrubbed
+		{purgeScrubEvery, 0, false},     // nothing deleted since
+	} {
+		clk.Advance(step.advance)
+		was := requested()
+		n, err := db.DeleteCreatedBefore(t.Context(), before, 1)
+		if err != nil || n != step.deleted {
+			t.Fatalf("batch %d: deleted %d, %v; want %d", i, n, err, step.deleted)
+		}
+		if asked := requested() > was; asked != step.asks {
+			t.Errorf("batch %d: asked for a scrub: %v, want %v", i, asked, step.asks)
+		}
+	}
+	if err := db.scrubs.wait(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if found := findInDir(t, dir, deleted); len(found) > 0 {
+		t.Errorf("after the purge's scrub, sealed texts or wrapped keys of purged dialogues in the files: %q", found)
+	}
+}
+
 // TestSQLiteScrubRetries withdraws a dialogue while a reader holds a
 // snapshot older than the withdrawal: the background checkpoint cannot
 // complete, says so, and completes once the reader is done.
