@@ -83,7 +83,8 @@ func (cm *committer) do(ctx context.Context, c model.Consent) error {
 }
 
 // inTurn runs write as a background write, in its turn (see committer). It
-// returns false, not having run it, when ctx ends first.
+// returns false, not having run it, when ctx ends first. One background
+// write at a time: the caller makes sure of it.
 func (cm *committer) inTurn(ctx context.Context, write func()) bool {
 	cm.mu.Lock()
 	if cm.leader {

@@ -105,6 +105,9 @@ type Dialogues struct {
 	// owed is Options.RetentionOwed in Unix ns until a purge has finished
 	// it, then 0.
 	owed atomic.Int64
+	// purging is held by a purge: the committer takes one background
+	// write at a time.
+	purging sync.Mutex
 }
 
 // counters are monotonically increasing totals, read by Stats.
@@ -396,8 +399,11 @@ func (d *Dialogues) Erase(ctx context.Context, customerID, keyName string) (mode
 // Purge deletes consented messages older than the retention age, and
 // those before the cutoff it owes (Options.RetentionOwed), in batches of
 // RetentionBatch that take turns with consents on the database writer (see
-// committer): a consent waits for one batch at most. Run calls it.
+// committer): a consent waits for one batch at most. Run calls it; a
+// purge called meanwhile waits for the running one.
 func (d *Dialogues) Purge(ctx context.Context) {
+	d.purging.Lock()
+	defer d.purging.Unlock()
 	owed := d.owed.Load()
 	cutoff := owed
 	if d.o.RetentionMaxAge > 0 {
