@@ -29,7 +29,7 @@ func newBenchHandler(b *testing.B) http.Handler {
 	cfg := config.Default()
 	cfg.Database.DSN = filepath.Join(b.TempDir(), "data.db")
 	cfg.Dialogues.MaxPending = 1 << 22 // far above what one run ingests, so that no request is refused
-	cfg.Auth.Keys = []config.Key{key("bot", "ingest")}
+	cfg.Auth.Keys = []config.Key{key("bot", "ingest", "analyst")}
 	a, err := app.New(b.Context(), cfg, app.Options{Log: io.Discard})
 	if err != nil {
 		b.Fatal(err)
@@ -97,5 +97,39 @@ func BenchmarkIngestHTTP(b *testing.B) {
 				b.ReportMetric(float64(b.N)/s, "req/s")
 			}
 		})
+	}
+}
+
+// BenchmarkQueryHTTP measures a first page of GET /data, 100 messages of
+// 76 bytes, through the whole handler in process, one request at a time.
+func BenchmarkQueryHTTP(b *testing.B) {
+	h := newBenchHandler(b)
+	auth := "Bearer " + secret("bot")
+	do := func(method, target string, body []byte) *httptest.ResponseRecorder {
+		req, err := http.NewRequest(method, target, bytes.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		req.Header.Set("Authorization", auth)
+		req.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w
+	}
+	for d := range 10 {
+		for range 20 {
+			if w := do(http.MethodPost, fmt.Sprintf("/data/customer-%d/dialogue-%d", d%3, d), benchIngestBody); w.Code != http.StatusAccepted {
+				b.Fatalf("ingest: %d %s", w.Code, w.Body)
+			}
+		}
+		if w := do(http.MethodPost, fmt.Sprintf("/consents/dialogue-%d", d), []byte(`{"consent": true}`)); w.Code != http.StatusOK {
+			b.Fatalf("consent: %d %s", w.Code, w.Body)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if w := do(http.MethodGet, "/data?limit=100", nil); w.Code != http.StatusOK {
+			b.Fatalf("GET /data: %d %s", w.Code, w.Body)
+		}
 	}
 }

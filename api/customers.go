@@ -77,7 +77,7 @@ func (h *Handler) customerData(c *gin.Context) error {
 			e := r.Erasure
 			line = erasureLine{"erasure", e.CustomerID, e.ErasedAt.UTC().Format(timeFormat), e.Messages}
 		}
-		if err := st.next().(ndjsonRows).enc.Encode(line); err != nil {
+		if err := st.next().(*ndjsonRows).writeValue(line); err != nil {
 			return err
 		}
 		return st.wrote()
