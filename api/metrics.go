@@ -27,6 +27,7 @@ type Metrics struct {
 	writeFailures *prometheus.CounterVec
 	maxDialogues  prometheus.Gauge
 	maxBytes      prometheus.Gauge
+	maxAge        prometheus.Gauge
 	// ready is the readiness check of the handler that serves /readyz.
 	ready atomic.Pointer[func(context.Context) error]
 }
@@ -60,6 +61,10 @@ func NewMetrics() *Metrics {
 			Name: "data_api_pending_bytes_limit",
 			Help: "The most bytes of pending text (dialogues.max_pending_bytes).",
 		}),
+		maxAge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "data_api_retention_max_age_seconds",
+			Help: "How long consented messages are kept (retention.max_age); 0 keeps them forever.",
+		}),
 	}
 	for _, op := range writeOps {
 		// Every series exists from the start, so that the first failure
@@ -67,7 +72,7 @@ func NewMetrics() *Metrics {
 		m.writes.WithLabelValues(op)
 		m.writeFailures.WithLabelValues(op)
 	}
-	m.reg.MustRegister(m.requests, m.writes, m.writeFailures, m.maxDialogues, m.maxBytes,
+	m.reg.MustRegister(m.requests, m.writes, m.writeFailures, m.maxDialogues, m.maxBytes, m.maxAge,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "data_api_ready",
 			Help: "1 when /readyz would answer 200 now, 0 otherwise; checked at each scrape.",
@@ -92,6 +97,10 @@ func (m *Metrics) SetPendingLimits(dialogues int, bytes int64) {
 	m.maxDialogues.Set(float64(dialogues))
 	m.maxBytes.Set(float64(bytes))
 }
+
+// SetRetention exposes retention.max_age, which the oldest message's age
+// is held to.
+func (m *Metrics) SetRetention(maxAge time.Duration) { m.maxAge.Set(maxAge.Seconds()) }
 
 // readyNow runs the readiness check of /readyz, for the data_api_ready
 // gauge.
@@ -154,6 +163,8 @@ var (
 	descConsents         = prometheus.NewDesc("data_api_consents_total", "Consent decisions recorded, by decision.", []string{"decision"}, nil)
 	descStored           = prometheus.NewDesc("data_api_messages_stored_total", "Messages persisted by consents.", nil, nil)
 	descDeleted          = prometheus.NewDesc("data_api_messages_deleted_total", "Stored messages deleted, by cause (withdrawal, erasure, retention).", []string{"cause"}, nil)
+	descOldest           = prometheus.NewDesc("data_api_oldest_message_timestamp_seconds",
+		"When the oldest consented message stored was created, in Unix seconds; absent when none is stored or the database did not answer.", nil, nil)
 )
 
 type statsCollector struct {
@@ -161,7 +172,7 @@ type statsCollector struct {
 }
 
 func (statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPendingDialogues, descPendingMessages, descPendingBytes, descEvictions, descRejections, descConsents, descStored, descDeleted} {
+	for _, d := range []*prometheus.Desc{descPendingDialogues, descPendingMessages, descPendingBytes, descEvictions, descRejections, descConsents, descStored, descDeleted, descOldest} {
 		ch <- d
 	}
 }
@@ -189,4 +200,7 @@ func (s statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDeleted, st.WithdrawnMessages, "withdrawal")
 	counter(descDeleted, st.ErasedMessages, "erasure")
 	counter(descDeleted, st.RetentionDeletedMessages, "retention")
+	if !st.OldestMessage.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, float64(st.OldestMessage.UnixNano())/1e9)
+	}
 }

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"maps"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -229,6 +230,39 @@ func TestMetricsAuthentication(t *testing.T) {
 // TestMetricsForAlertRules checks the metrics that the alert rules read:
 // readiness, the pending store's caps, write failures by operation, and the
 // 7.5 ms bucket of the latency histograms.
+// TestMetricsOldestMessage: the oldest stored message's time and
+// retention.max_age are exported, for the alert that retention keeps up; the
+// time follows the purge, and is absent while nothing is stored.
+func TestMetricsOldestMessage(t *testing.T) {
+	e := newEnv(t, envOptions{config: func(c *config.Config) { c.Retention.MaxAge = 24 * time.Hour }})
+	families, _ := scrape(t, e)
+	if got, ok := sample(families, "data_api_retention_max_age_seconds"); !ok || got != 86400 {
+		t.Errorf("data_api_retention_max_age_seconds: got %v (present %v), want 86400", got, ok)
+	}
+	if got, ok := sample(families, "data_api_oldest_message_timestamp_seconds"); ok {
+		t.Errorf("with nothing stored, data_api_oldest_message_timestamp_seconds is %v, want absent", got)
+	}
+	first := e.clock.Now()
+	e.post("c1", "d1", "text", "en")
+	e.consent("d1", true)
+	e.clock.Advance(time.Hour)
+	second := e.clock.Now()
+	e.post("c1", "d2", "text", "en")
+	e.consent("d2", true)
+	oldest := func(want time.Time) {
+		t.Helper()
+		families, _ := scrape(t, e)
+		got, ok := sample(families, "data_api_oldest_message_timestamp_seconds")
+		if w := float64(want.UnixNano()) / 1e9; !ok || math.Abs(got-w) > 1e-6 {
+			t.Errorf("data_api_oldest_message_timestamp_seconds: got %v (present %v), want %v", got, ok, w)
+		}
+	}
+	oldest(first)
+	e.clock.Advance(24 * time.Hour) // d1 is past max_age, d2 is not
+	e.svc.Purge(t.Context())
+	oldest(second)
+}
+
 func TestMetricsForAlertRules(t *testing.T) {
 	e := newEnv(t, envOptions{config: func(c *config.Config) {
 		c.Dialogues.MaxPending, c.Dialogues.MaxBytes = 1234, 56789

@@ -100,6 +100,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (*App, error) {
 	}
 	a.Metrics = api.NewMetrics()
 	a.Metrics.SetPendingLimits(cfg.Dialogues.MaxPending, cfg.Dialogues.MaxBytes)
+	a.Metrics.SetRetention(cfg.Retention.MaxAge)
 	var freeMemory func()
 	if !a.sharedStore {
 		// Pending dialogues live in this heap: hand back what a flood

@@ -564,6 +564,19 @@ func (db *DB) DeleteCreatedBefore(ctx context.Context, t time.Time, limit int) (
 	return deleted, nil
 }
 
+// OldestMessage returns the creation time of the oldest stored message, the
+// zero time when none is: one step along the index by creation time.
+func (db *DB) OldestMessage(ctx context.Context) (time.Time, error) {
+	var oldest sql.NullInt64
+	if err := db.reader.WithContext(ctx).Raw("SELECT MIN(created_at) FROM sealed_messages").Row().Scan(&oldest); err != nil {
+		return time.Time{}, unavailable(ctx, "read the oldest message's time", err)
+	}
+	if !oldest.Valid {
+		return time.Time{}, nil
+	}
+	return fromNanos(oldest.Int64), nil
+}
+
 // purgeScrubEvery is how often a long retention purge has the database
 // files scrubbed while it runs.
 const purgeScrubEvery = 10 * time.Second

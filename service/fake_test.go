@@ -128,6 +128,18 @@ func (r *fakeRepo) DeleteCreatedBefore(_ context.Context, t time.Time, limit int
 	return deleted, nil
 }
 
+func (r *fakeRepo) OldestMessage(context.Context) (time.Time, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var oldest time.Time
+	for _, m := range r.messages {
+		if oldest.IsZero() || m.CreatedAt.Before(oldest) {
+			oldest = m.CreatedAt
+		}
+	}
+	return oldest, nil
+}
+
 func (r *fakeRepo) Ping(context.Context) error { return nil }
 
 func (r *fakeRepo) ProbeWrite(context.Context) error {

@@ -164,6 +164,10 @@ type Stats struct {
 	ConsentsTrue, ConsentsFalse int64
 
 	StoredMessages, WithdrawnMessages, ErasedMessages, RetentionDeletedMessages int64
+
+	// OldestMessage is when the oldest stored message was created: zero
+	// when none is, or the database did not answer.
+	OldestMessage time.Time
 }
 
 // statsTimeout bounds the read of a shared pending store's counts.
@@ -176,6 +180,10 @@ func (d *Dialogues) Stats() Stats {
 	pc, err := d.pending.Counts(ctx)
 	if err != nil {
 		d.o.Logger.Warn("reading pending counts failed", "err", err)
+	}
+	oldest, err := d.repo.OldestMessage(ctx)
+	if err != nil {
+		d.o.Logger.Warn("reading the oldest message's time failed", "err", err)
 	}
 	s := &d.stats
 	return Stats{
@@ -194,5 +202,6 @@ func (d *Dialogues) Stats() Stats {
 		WithdrawnMessages:        s.withdrawn.Load(),
 		ErasedMessages:           s.erased.Load(),
 		RetentionDeletedMessages: s.retentionDeleted.Load(),
+		OldestMessage:            oldest,
 	}
 }

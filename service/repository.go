@@ -45,6 +45,9 @@ type Repository interface {
 	// DeleteCreatedBefore hard-deletes at most limit stored messages created
 	// before t, oldest first, and returns how many it deleted.
 	DeleteCreatedBefore(ctx context.Context, t time.Time, limit int) (int, error)
+	// OldestMessage returns the creation time of the oldest stored message,
+	// the zero time when none is.
+	OldestMessage(ctx context.Context) (time.Time, error)
 	// Ping checks that the database answers a query.
 	Ping(ctx context.Context) error
 	// ProbeWrite checks that the database commits a write of the size of
