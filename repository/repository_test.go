@@ -488,13 +488,22 @@ func testEraseCustomer(t *testing.T, db *DB) {
 	}
 }
 
-// testDeleteCreatedBefore deletes at most limit messages older than a time, oldest first.
+// testDeleteCreatedBefore deletes at most limit messages older than a time,
+// oldest first, and OldestMessage follows.
 func testDeleteCreatedBefore(t *testing.T, db *DB) {
 	var msgs []model.Message
 	for i := range 10 {
 		msgs = append(msgs, msg("c1", "d1", "en", fmt.Sprint(i), int64(i)))
 	}
+	oldest := func(want time.Time) {
+		t.Helper()
+		if got, err := db.OldestMessage(t.Context()); err != nil || !got.Equal(want) {
+			t.Errorf("OldestMessage: got %v, %v; want %v", got, err, want)
+		}
+	}
+	oldest(time.Time{})
 	save(t, db, consent(msgs...))
+	oldest(t0)
 	cut := t0.Add(5)
 	for _, tc := range []struct{ limit, want int }{{0, 0}, {3, 3}, {100, 2}, {100, 0}} {
 		if n, err := db.DeleteCreatedBefore(t.Context(), cut, tc.limit); n != tc.want || err != nil {
@@ -504,6 +513,7 @@ func testDeleteCreatedBefore(t *testing.T, db *DB) {
 	if got, want := texts(all(t, db, model.Filter{})), []string{"9", "8", "7", "6", "5"}; !slices.Equal(got, want) {
 		t.Errorf("got %q, want %q", got, want)
 	}
+	oldest(cut)
 }
 
 // testExportStops stops at fn's first error and when ctx ends.
