@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/data-api/data-api/internal/fake"
+	"github.com/data-api/data-api/model"
 )
 
 // waitUntil yields until cond holds: it waits for goroutines to reach a
@@ -24,25 +25,33 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestPurgeGivesWayToConsents: a purge batch that finds the writer busy
-// waits, and a consent that arrives meanwhile is written before it.
-func TestPurgeGivesWayToConsents(t *testing.T) {
-	release, entered := make(chan struct{}), make(chan struct{})
+// newPurgeScene returns a service with retention on (max_age 1 minute,
+// batches of 10) and dialogues "first" and "second" pending, whose first
+// consent write closes entered and then waits until release is closed.
+func newPurgeScene(t *testing.T) (d *Dialogues, clk *fake.Clock, repo *fakeRepo, entered, release chan struct{}) {
+	release, entered = make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	repo := &fakeRepo{}
+	repo = &fakeRepo{}
 	repo.beforeSave = func() {
 		once.Do(func() {
 			close(entered)
 			<-release
 		})
 	}
-	d, clk := newTestService(t, repo, func(s *setup) {
+	d, clk = newTestService(t, repo, func(s *setup) {
 		s.o.RetentionMaxAge, s.o.RetentionInterval, s.o.RetentionBatch = time.Minute, time.Hour, 10
 	})
-	ctx := context.Background()
 	for _, id := range []string{"first", "second"} {
 		mustIngest(t, d, msg("c", id, "text of "+id))
 	}
+	return d, clk, repo, entered, release
+}
+
+// TestPurgeGivesWayToConsents: a purge batch that finds the writer busy
+// waits, and a consent that arrives meanwhile is written before it.
+func TestPurgeGivesWayToConsents(t *testing.T) {
+	d, clk, repo, entered, release := newPurgeScene(t)
+	ctx := context.Background()
 	var order []string
 	var mu sync.Mutex
 	note := func(what string) {
@@ -50,13 +59,19 @@ func TestPurgeGivesWayToConsents(t *testing.T) {
 		order = append(order, what)
 		mu.Unlock()
 	}
+	// The writes, in the order the repository sees them.
+	repo.failSave = func(cs []model.Consent) bool {
+		for _, c := range cs {
+			note(c.Decision.DialogueID)
+		}
+		return false
+	}
 	repo.onPurge = func() { note("purge") }
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if _, err := d.Consent(ctx, "first", true, ""); err != nil {
 			t.Error(err)
 		}
-		note("first")
 	})
 	<-entered
 	clk.Advance(2 * time.Minute) // past max_age, within the TTL
@@ -66,7 +81,6 @@ func TestPurgeGivesWayToConsents(t *testing.T) {
 		if _, err := d.Consent(ctx, "second", true, ""); err != nil {
 			t.Error(err)
 		}
-		note("second")
 	})
 	waitUntil(t, "the second consent queues", func() bool { return d.commit.queued() == 1 })
 	close(release)
@@ -149,21 +163,7 @@ func TestPurgeIsNotStarvedByConsents(t *testing.T) {
 // waits for its turn returns without writing, and the writer is not left
 // to it.
 func TestPurgeStopsWhileWaitingForItsTurn(t *testing.T) {
-	release, entered := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	repo := &fakeRepo{}
-	repo.beforeSave = func() {
-		once.Do(func() {
-			close(entered)
-			<-release
-		})
-	}
-	d, clk := newTestService(t, repo, func(s *setup) {
-		s.o.RetentionMaxAge, s.o.RetentionInterval, s.o.RetentionBatch = time.Minute, time.Hour, 10
-	})
-	for _, id := range []string{"first", "second"} {
-		mustIngest(t, d, msg("c", id, "text of "+id))
-	}
+	d, clk, repo, entered, release := newPurgeScene(t)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if _, err := d.Consent(context.Background(), "first", true, ""); err != nil {
