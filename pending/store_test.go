@@ -94,6 +94,7 @@ var suite = []struct {
 	{"DropCustomer", testDropCustomer},
 	{"SweepCountsExpired", testSweepCountsExpired},
 	{"ParallelAppendsCountExactly", testParallelAppendsCountExactly},
+	{"ParallelAppendsKeepTheCaps", testParallelAppendsKeepTheCaps},
 }
 
 func TestStores(t *testing.T) {
@@ -465,6 +466,67 @@ func testParallelAppendsCountExactly(t *testing.T, b backend) {
 	}
 	wg.Wait()
 	wantCounts(t, s, Counts{Dialogues: 4, Messages: workers * each, Bytes: int64(workers * each * (1 + len(lang)))})
+}
+
+// testParallelAppendsKeepTheCaps: many messages at once, far more than the
+// caps allow and some from the wrong customer: however they interleave, and
+// however a store groups them, the caps hold exactly, each message taken has
+// a position of its own, and a dialogue gives its messages back in the order
+// of their positions.
+func testParallelAppendsKeepTheCaps(t *testing.T, b backend) {
+	s, now, _ := b.open(t, limits(func(l *Limits) { l.MaxDialogues, l.MaxMessages = 3, 10 }))
+	ms := messages{t, s, now}
+	const workers, each, dialogues = 32, 4, 5 // 128 messages for 5 dialogues: 3 fit, 10 messages each
+	var (
+		mu  sync.Mutex
+		pos = map[string]map[int]string{} // dialogue → position → text
+		wg  sync.WaitGroup
+	)
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				d := strconv.Itoa((w + i) % dialogues)
+				customer, add := "c"+d, s.Start
+				if w%8 == 7 { // another customer's messages, to a live dialogue only
+					customer, add = "intruder", s.Append
+				}
+				text := fmt.Sprintf("%d-%d", w, i)
+				n, err := add(t.Context(), ms.msg(customer, "d"+d, text))
+				switch {
+				case err == nil:
+					mu.Lock()
+					if pos["d"+d] == nil {
+						pos["d"+d] = map[int]string{}
+					}
+					if was, ok := pos["d"+d][n]; ok {
+						t.Errorf("d%s: position %d given to %q and %q", d, n, was, text)
+					}
+					pos["d"+d][n] = text
+					mu.Unlock()
+				case errors.Is(err, model.ErrOtherCustomer), errors.Is(err, model.ErrLimit), errors.Is(err, model.ErrFull),
+					errors.Is(err, model.ErrNotFound) && customer == "intruder":
+				default:
+					t.Errorf("d%s %q: %v", d, text, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(pos) != 3 {
+		t.Fatalf("%d dialogues took messages, want the cap of 3", len(pos))
+	}
+	for id, p := range pos {
+		if len(p) != 10 {
+			t.Errorf("%s took %d messages, want the cap of 10", id, len(p))
+		}
+		var want []string
+		for n := 1; n <= len(p); n++ {
+			want = append(want, p[n])
+		}
+		if got := texts(take(t, s, id)); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s gives back %q, want %q (the order of their positions)", id, got, want)
+		}
+	}
 }
 
 func TestNewMemoryRejectsLimitsOutOfRange(t *testing.T) {
