@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
 
+	"github.com/data-api/data-api/internal/group"
 	"github.com/data-api/data-api/model"
 )
 
@@ -67,7 +67,12 @@ type Redis struct {
 	c    rueidis.Client
 	o    RedisOptions
 	keys []string // the keys every script gets
-	adds adder
+	// adds gathers the messages added at the same moment into one script
+	// (see package group), at most maxAddBatch: a script costs Redis a
+	// call, its arguments and a reply, and the service a command and a
+	// reply, whatever the messages in it. Each message is still added as a
+	// script alone would add it, in arrival order.
+	adds *group.Group[*addReq]
 }
 
 // sentinelRefresh is how often the store asks the sentinels where the
@@ -101,7 +106,7 @@ func OpenRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	for i := range k {
 		k[i] = o.Prefix + k[i]
 	}
-	return &Redis{c: c, o: o, keys: k}, nil
+	return &Redis{c: c, o: o, keys: k, adds: group.New[*addReq](maxAddBatch, 0)}, nil
 }
 
 // clientOption turns o into rueidis's options: a plain server from the URL,
@@ -446,7 +451,9 @@ func (r *Redis) Start(ctx context.Context, m model.Message) (int, error) {
 func (r *Redis) add(ctx context.Context, m model.Message, start string) (int, error) {
 	l := r.o.Limits
 	for attempt := 0; ; attempt++ {
-		res, err := r.adds.do(ctx, r, &addReq{args: [5]string{m.DialogueID, m.CustomerID, start, encodeMessage(m), itoa(size(m))}})
+		q := &addReq{args: [5]string{m.DialogueID, m.CustomerID, start, encodeMessage(m), itoa(size(m))}}
+		r.adds.Do(q, func(batch []*addReq) { r.runAdds(context.WithoutCancel(ctx), batch) })
+		res, err := q.res, q.err
 		if err != nil {
 			return 0, unavailable(ctx, "add pending message", err)
 		}
@@ -473,7 +480,7 @@ func (r *Redis) add(ctx context.Context, m model.Message, start string) (int, er
 	}
 }
 
-// maxAddBatch bounds the messages one script adds (see adder).
+// maxAddBatch bounds the messages one script adds (see Redis.adds).
 const maxAddBatch = 64
 
 // addTimeout bounds one script that adds messages. It runs detached from
@@ -481,66 +488,12 @@ const maxAddBatch = 64
 // messages of the others in the same script.
 const addTimeout = 10 * time.Second
 
-// adder gathers the messages added at the same moment into one script, as
-// the service's committer gathers consents into one transaction: the first
-// caller to find it idle leads, runs a script for the messages waiting (at
-// most maxAddBatch), hands each its outcome, and hands leadership to the
-// oldest caller left waiting, whose script holds every message that arrived
-// meanwhile. A lone message runs at once. A script costs Redis a call, its
-// arguments and a reply, and the service a command and a reply, whatever
-// the messages in it: under concurrent ingest, the call, not the messages,
-// was most of both (BENCHMARKS.md, target 4). Each message is still added as
-// one script alone would add it, in arrival order.
-type adder struct {
-	mu     sync.Mutex
-	queue  []*addReq
-	leader bool
-}
-
+// addReq is a message to add: the script's five arguments for it, and its
+// outcome.
 type addReq struct {
 	args [5]string // id, customer, start, encoded message, size
 	res  int64
 	err  error
-	lead bool
-	wake chan struct{} // receives once: the outcome is in, or lead is set
-}
-
-// do adds q's message, possibly in one script with others, and returns its
-// outcome: the script's answer for it, or the error of the whole script.
-func (a *adder) do(ctx context.Context, r *Redis, q *addReq) (int64, error) {
-	q.wake = make(chan struct{}, 1)
-	a.mu.Lock()
-	a.queue = append(a.queue, q)
-	if a.leader {
-		a.mu.Unlock()
-		<-q.wake
-		if !q.lead {
-			return q.res, q.err
-		}
-		a.mu.Lock()
-	}
-	a.leader = true
-	n := min(len(a.queue), maxAddBatch)
-	batch := a.queue[:n:n]
-	a.queue = a.queue[n:]
-	a.mu.Unlock()
-
-	r.runAdds(context.WithoutCancel(ctx), batch)
-	for _, b := range batch {
-		if b != q {
-			b.wake <- struct{}{}
-		}
-	}
-	a.mu.Lock()
-	if len(a.queue) > 0 {
-		next := a.queue[0]
-		next.lead = true
-		next.wake <- struct{}{}
-	} else {
-		a.leader = false
-	}
-	a.mu.Unlock()
-	return q.res, q.err
 }
 
 // runAdds runs one script for the messages of batch and sets each one's

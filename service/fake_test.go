@@ -178,14 +178,12 @@ func (r *fakeRepo) calls() int {
 
 // backgroundWaits reports whether a background write waits for its turn.
 func (cm *committer) backgroundWaits() bool {
-	cm.mu.Lock()
-	defer cm.mu.Unlock()
-	return cm.background != nil
+	_, waits := cm.group.Waiting()
+	return waits
 }
 
 // queued returns how many consents wait for the committer.
 func (cm *committer) queued() int {
-	cm.mu.Lock()
-	defer cm.mu.Unlock()
-	return len(cm.queue)
+	n, _ := cm.group.Waiting()
+	return n
 }

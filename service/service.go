@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/data-api/data-api/internal/group"
 	"github.com/data-api/data-api/model"
 	"github.com/data-api/data-api/pending"
 )
@@ -105,8 +106,8 @@ type Dialogues struct {
 	// owed is Options.RetentionOwed in Unix ns until a purge has finished
 	// it, then 0.
 	owed atomic.Int64
-	// purging is held by a purge: the committer takes one background
-	// write at a time.
+	// purging is held by a purge: the committer's group takes one
+	// background write at a time.
 	purging sync.Mutex
 }
 
@@ -133,7 +134,7 @@ func New(repo Repository, store pending.Store, o Options) (*Dialogues, error) {
 		o:       o,
 		health:  writeHealth{clock: o.Clock},
 	}
-	d.commit = &committer{max: o.CommitBatch, repo: repo, wrote: d.wrote}
+	d.commit = &committer{repo: repo, wrote: d.wrote, group: group.New[*commitReq](o.CommitBatch, yieldAfter)}
 	if !o.RetentionOwed.IsZero() {
 		d.owed.Store(o.RetentionOwed.UnixNano())
 	}
@@ -419,7 +420,7 @@ func (d *Dialogues) Purge(ctx context.Context) {
 			err   error
 			start time.Time
 		)
-		if !d.commit.inTurn(ctx, func() {
+		if !d.commit.group.InTurn(ctx, func() {
 			start = time.Now()
 			n, err = d.repo.DeleteCreatedBefore(ctx, before, d.o.RetentionBatch)
 		}) {
