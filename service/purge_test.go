@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -11,19 +10,6 @@ import (
 	"github.com/data-api/data-api/internal/fake"
 	"github.com/data-api/data-api/model"
 )
-
-// waitUntil yields until cond holds: it waits for goroutines to reach a
-// point, not for a result.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		runtime.Gosched()
-	}
-}
 
 // newPurgeScene returns a service with retention on (max_age 1 minute,
 // batches of 10) and dialogues "first" and "second" pending, whose first
@@ -76,13 +62,13 @@ func TestPurgeGivesWayToConsents(t *testing.T) {
 	<-entered
 	clk.Advance(2 * time.Minute) // past max_age, within the TTL
 	wg.Go(func() { d.Purge(ctx) })
-	waitUntil(t, "the purge waits for its turn", d.commit.backgroundWaits)
+	fake.WaitUntil(t, "the purge waits for its turn", d.commit.backgroundWaits)
 	wg.Go(func() {
 		if _, err := d.Consent(ctx, "second", true, ""); err != nil {
 			t.Error(err)
 		}
 	})
-	waitUntil(t, "the second consent queues", func() bool { return d.commit.queued() == 1 })
+	fake.WaitUntil(t, "the second consent queues", func() bool { return d.commit.queued() == 1 })
 	close(release)
 	wg.Wait()
 	if got := fmt.Sprint(order); got != "[first second purge]" {
@@ -133,10 +119,10 @@ func TestPurgeIsNotStarvedByConsents(t *testing.T) {
 			return
 		}
 		consent(i)
-		waitUntil(t, "the next consent queues", func() bool { return d.commit.queued() > 0 })
+		fake.WaitUntil(t, "the next consent queues", func() bool { return d.commit.queued() > 0 })
 		if i == 1 { // the first transaction is under way: start the purge
 			wg.Go(func() { d.Purge(ctx) })
-			waitUntil(t, "the purge waits for its turn", d.commit.backgroundWaits)
+			fake.WaitUntil(t, "the purge waits for its turn", d.commit.backgroundWaits)
 		}
 	}
 	repo.onPurge = func() {
@@ -175,7 +161,7 @@ func TestPurgeStopsWhileWaitingForItsTurn(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	purged := make(chan struct{})
 	go func() { d.Purge(ctx); close(purged) }()
-	waitUntil(t, "the purge waits for its turn", d.commit.backgroundWaits)
+	fake.WaitUntil(t, "the purge waits for its turn", d.commit.backgroundWaits)
 	cancel()
 	<-purged
 	close(release)
@@ -206,7 +192,7 @@ func TestRunFinishesAnOwedPurge(t *testing.T) {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { d.Run(runCtx); close(done) }()
-	waitUntil(t, "the owed purge finishes", func() bool { return len(repo.purged()) == 3 })
+	fake.WaitUntil(t, "the owed purge finishes", func() bool { return d.owed.Load() == 0 })
 	cancel()
 	<-done
 	for _, before := range repo.purged() {

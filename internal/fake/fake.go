@@ -1,6 +1,6 @@
 // Package fake holds the test doubles that the tests of several packages
-// share: a clock that moves only when told, and a log sink safe for
-// concurrent writers.
+// share: a clock that moves only when told, a log sink safe for concurrent
+// writers, and a wait for goroutines to reach a point.
 package fake
 
 import (

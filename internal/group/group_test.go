@@ -3,24 +3,11 @@ package group
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"sync"
 	"testing"
-	"time"
-)
 
-// waitUntil yields until cond holds: it waits for goroutines to reach a
-// point, not for a result.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		runtime.Gosched()
-	}
-}
+	"github.com/data-api/data-api/internal/fake"
+)
 
 // leading reports whether a caller leads.
 func (g *Group[T]) leading() bool {
@@ -65,10 +52,10 @@ func TestCallsWaitingGoInOneBatch(t *testing.T) {
 		})
 	}
 	do(0)
-	waitUntil(t, "the first call leads", g.leading)
+	fake.WaitUntil(t, "the first call leads", g.leading)
 	for v := 1; v <= 5; v++ {
 		do(v)
-		waitUntil(t, "the call queues", func() bool { n, _ := g.Waiting(); return n == v })
+		fake.WaitUntil(t, "the call queues", func() bool { n, _ := g.Waiting(); return n == v })
 	}
 	close(release)
 	wg.Wait()
@@ -102,7 +89,7 @@ func TestBackgroundGivesWayButIsNotStarved(t *testing.T) {
 	var wg sync.WaitGroup
 	do := func(v int) {
 		wg.Go(func() { g.Do(&v, write) })
-		waitUntil(t, "the call leads or queues", func() bool {
+		fake.WaitUntil(t, "the call leads or queues", func() bool {
 			if v == 0 {
 				return g.leading()
 			}
@@ -115,13 +102,13 @@ func TestBackgroundGivesWayButIsNotStarved(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	gone := make(chan bool)
 	go func() { gone <- g.InTurn(ctx, func() { note("cancelled") }) }()
-	waitUntil(t, "the background write waits", func() bool { _, b := g.Waiting(); return b })
+	fake.WaitUntil(t, "the background write waits", func() bool { _, b := g.Waiting(); return b })
 	cancel()
 	if <-gone {
 		t.Fatal("a background write whose context ended ran")
 	}
 	wg.Go(func() { g.InTurn(context.Background(), func() { note("background") }) })
-	waitUntil(t, "the background write waits", func() bool { _, b := g.Waiting(); return b })
+	fake.WaitUntil(t, "the background write waits", func() bool { _, b := g.Waiting(); return b })
 	for v := 1; v <= 4; v++ {
 		do(v)
 	}
