@@ -162,6 +162,20 @@ func setScene(t *testing.T, db *DB) restoreScene {
 	return s
 }
 
+// lostAfterBackup sets the scene on a database of b, backs it up, deletes
+// after the backup, and loses the database: it returns the options to open
+// it again (the database gone), the scene and the restore's options.
+func lostAfterBackup(t *testing.T, b restoreBackend) (Options, restoreScene, RestoreOptions) {
+	t.Helper()
+	o := b.options(t)
+	db := openWith(t, o)
+	s := setScene(t, db)
+	lose := b.backup(t, db, o)
+	deleteAfterBackup(t, db, s)
+	o, r := lose()
+	return o, s, r
+}
+
 // deleteAfterBackup withdraws, erases and purges, and stores a dialogue
 // the restore loses.
 func deleteAfterBackup(t *testing.T, db *DB, s restoreScene) {
@@ -208,12 +222,7 @@ func checkRestored(t *testing.T, db *DB, s restoreScene, dir string) {
 }
 
 func testRestoreReappliesDeletions(t *testing.T, b restoreBackend) {
-	o := b.options(t)
-	db := openWith(t, o)
-	s := setScene(t, db)
-	lose := b.backup(t, db, o)
-	deleteAfterBackup(t, db, s)
-	o, r := lose()
+	o, s, r := lostAfterBackup(t, b)
 
 	logs := &fake.Log{}
 	o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
@@ -230,7 +239,7 @@ func testRestoreReappliesDeletions(t *testing.T, b restoreBackend) {
 		}
 	}
 
-	db = openWith(t, o)
+	db := openWith(t, o)
 	if r := db.reapplied; r.Withdrawals+r.Erasures != 0 {
 		t.Errorf("the service's start after the restore re-applied %+v, want nothing", r)
 	}
@@ -384,12 +393,7 @@ func testRestoreNeedsTheMasterKeys(t *testing.T) {
 // stopped and applies nothing twice.
 func testRestoreInterrupted(t *testing.T) {
 	b := sqliteRestoreBackend()
-	o := b.options(t)
-	db := openWith(t, o)
-	s := setScene(t, db)
-	lose := b.backup(t, db, o)
-	deleteAfterBackup(t, db, s)
-	o, r := lose()
+	o, s, r := lostAfterBackup(t, b)
 	// The re-application of the erasure fails: the withdrawal, before it,
 	// is applied.
 	crash := "CREATE TRIGGER crash BEFORE DELETE ON sealed_messages WHEN old.customer_id = 'c2' BEGIN SELECT RAISE(ABORT, 'simulated crash'); END"
@@ -423,7 +427,7 @@ func testRestoreInterrupted(t *testing.T) {
 	if got.Withdrawals != 0 || got.Erasures != 1 {
 		t.Errorf("the second run re-applied %d withdrawals and %d erasures, want 0 and 1", got.Withdrawals, got.Erasures)
 	}
-	db = openWith(t, o)
+	db := openWith(t, o)
 	if n := count(t, db, "SELECT COUNT(*) FROM consents WHERE dialogue_id = 'd-withdrawn' AND consent = false"); n != 1 {
 		t.Errorf("%d withdrawals of d-withdrawn in the ledger, want 1", n)
 	}
@@ -452,12 +456,7 @@ func rawExec(t *testing.T, path, statement string) error {
 // is reported for the service to purge.
 func testOpenReappliesWhatTheDatabaseLacks(t *testing.T) {
 	b := sqliteRestoreBackend()
-	o := b.options(t)
-	db := openWith(t, o)
-	s := setScene(t, db)
-	lose := b.backup(t, db, o)
-	deleteAfterBackup(t, db, s)
-	o, r := lose()
+	o, s, r := lostAfterBackup(t, b)
 	if err := os.MkdirAll(filepath.Dir(o.DSN), 0o750); err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +465,7 @@ func testOpenReappliesWhatTheDatabaseLacks(t *testing.T) {
 	}
 	logs := &fake.Log{}
 	o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
-	db = openWith(t, o)
+	db := openWith(t, o)
 	if db.reapplied.Withdrawals != 1 || db.reapplied.Erasures != 1 {
 		t.Errorf("Open of a backup copied in place re-applied %+v", db.reapplied)
 	}
