@@ -59,10 +59,10 @@ type Sentinel struct {
 // Keys, below the prefix: d:{id} a hash (customer, deadline, take token and
 // its deadline, epoch, replication history), m:{id} the list of messages,
 // c:{customer} the set of the customer's dialogues, and pending (a sorted
-// set of dialogue ids by the time they may expire), counts (messages per
-// dialogue), total, sizes (bytes per dialogue), bytes, expired, lost and
-// epoch for the caps and gauges. The scripts name keys they compute, so Redis Cluster
-// is not supported.
+// set of dialogue ids by a time no later than when they may expire), counts
+// (messages per dialogue), total, sizes (bytes per dialogue), bytes,
+// expired, lost and epoch for the caps and gauges. The scripts name keys
+// they compute, so Redis Cluster is not supported.
 type Redis struct {
 	c    rueidis.Client
 	o    RedisOptions
@@ -161,8 +161,11 @@ func unavailable(ctx context.Context, op string, err error) error {
 
 // newScript returns a script of the prelude and body, run by its SHA-1 and
 // sent whole when the server does not know it yet (a new server, or a
-// primary that failed over).
-func newScript(body string) *rueidis.Lua { return rueidis.NewLuaScript(prelude + body) }
+// primary that failed over). The body runs as a function, after which the
+// script writes the totals it changed.
+func newScript(body string) *rueidis.Lua {
+	return rueidis.NewLuaScript(prelude + "local function main()\n" + body + "\nend\nlocal result = main()\nflush()\nreturn result\n")
+}
 
 // run runs s with the keys every script gets and args, the first of which
 // is the prefix.
@@ -199,14 +202,29 @@ local function dkey(id) return PREFIX .. 'd:' .. id end
 local function mkey(id) return PREFIX .. 'm:' .. id end
 local function ckey(customer) return PREFIX .. 'c:' .. customer end
 
+-- TOTAL and BYTES change by what a script adds and drops: the changes are
+-- kept here and written once, when the script ends (see newScript), which
+-- saves three commands a message.
+local addedMessages, addedBytes, storedBytes = 0, 0, nil
+local function pendingBytes()
+  if not storedBytes then storedBytes = tonumber(redis.call('GET', BYTES) or '0') end
+  return storedBytes + addedBytes
+end
+local function account(messages, size)
+  addedMessages, addedBytes = addedMessages + messages, addedBytes + size
+end
+local function flush()
+  if addedMessages ~= 0 then redis.call('INCRBY', TOTAL, addedMessages) end
+  if addedBytes ~= 0 then redis.call('INCRBY', BYTES, addedBytes) end
+end
+
 local function forget(id)
   local n = tonumber(redis.call('HGET', COUNTS, id) or '0')
   local size = tonumber(redis.call('HGET', SIZES, id) or '0')
   redis.call('HDEL', COUNTS, id)
   redis.call('HDEL', SIZES, id)
   redis.call('ZREM', PENDING, id)
-  redis.call('DECRBY', TOTAL, n)
-  redis.call('DECRBY', BYTES, size)
+  account(-n, -size)
   return n
 end
 
@@ -220,11 +238,12 @@ local function expire(id)
   redis.call('INCR', EXPIRED)
 end
 
--- live returns 'none', 'busy' or 'live', the dialogue's customer, and the
--- time it may expire: its deadline, or when its take may end if later.
+-- live returns 'none', 'busy' or 'live', the dialogue's customer, the time
+-- it may expire (its deadline, or when its take may end if later), and its
+-- epoch.
 local function live(id)
   local D = dkey(id)
-  local h = redis.call('HMGET', D, 'c', 'dl', 'busy', 'bu')
+  local h = redis.call('HMGET', D, 'c', 'dl', 'busy', 'bu', 'ep')
   if not h[1] then
     if redis.call('HEXISTS', COUNTS, id) == 1 then expire(id) end
     return 'none'
@@ -232,7 +251,7 @@ local function live(id)
   local dl = tonumber(h[2])
   if h[3] then
     local bu = tonumber(h[4])
-    if bu > now then return 'busy', h[1], math.max(bu, dl) end
+    if bu > now then return 'busy', h[1], math.max(bu, dl), h[5] end
     redis.call('HDEL', D, 'busy', 'bu')
   end
   if dl <= now then
@@ -244,20 +263,23 @@ local function live(id)
     redis.call('PEXPIREAT', mkey(id), dl)
     redis.call('ZADD', PENDING, dl, id)
   end
-  return 'live', h[1], dl
+  return 'live', h[1], dl, h[5]
 end
 
 -- history names the primary's replication history (its replication id). A
 -- failover starts a new one: the promoted replica may lack what the old
 -- primary acknowledged last, and takes a new id.
+local replid
 local function history()
-  return string.match(redis.call('INFO', 'replication'), 'master_replid:(%%w+)')
+  if not replid then replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%%w+)') end
+  return replid
 end
 
 -- reclaim drops up to RECLAIM_BATCH expired dialogues and tells whether
--- more remain. Every dialogue is scored by the time it may expire, so those
--- scored in the past have expired, but for a score left behind, which is
--- set right.
+-- more remain. Every dialogue is scored by a time no later than when it may
+-- expire (a message to a live dialogue leaves its score behind, which saves
+-- a command a message), so those scored in the past have expired, but for a
+-- score left behind, which is set right.
 local function reclaim()
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', PENDING, '-inf', now, 'LIMIT', 0, RECLAIM_BATCH)) do
     local state, _, score = live(id)
@@ -274,42 +296,49 @@ end
 var addScript = newScript(`
 local TTL, MAX_DIALOGUES, MAX_MESSAGES, MAX_BYTES = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local function add(id, customer, start, msg, size)
-  local state, owner = live(id)
+  local state, owner, _, ep = live(id)
   if state == 'busy' then return BUSY end
+  local n = 1
+  if state == 'live' then
+    if owner ~= customer then return CONFLICT end
+    -- Counted before the caps are checked, rather than read first, and
+    -- taken back if the message is refused.
+    n = redis.call('HINCRBY', COUNTS, id, 1)
+  end
   local function refusal()
-    local full = tonumber(redis.call('GET', BYTES) or '0') + size > MAX_BYTES
     if state == 'live' then
-      if owner ~= customer then return CONFLICT end
-      if tonumber(redis.call('HGET', COUNTS, id) or '0') >= MAX_MESSAGES then return LIMIT end
-      if full then return FULL_BYTES end
-      return nil
+      if n > MAX_MESSAGES then return LIMIT end
+    elseif redis.call('ZCARD', PENDING) >= MAX_DIALOGUES then
+      return FULL
     end
-    if redis.call('ZCARD', PENDING) >= MAX_DIALOGUES then return FULL end
-    if full then return FULL_BYTES end
-    if not start then return NOT_LIVE end
+    if pendingBytes() + size > MAX_BYTES then return FULL_BYTES end
+    if state ~= 'live' and not start then return NOT_LIVE end
     return nil
   end
   local r = refusal()
   if r == FULL or r == FULL_BYTES then
-    if reclaim() then return RECLAIM end
-    r = refusal()
+    if reclaim() then r = RECLAIM else r = refusal() end
   end
-  if r then return r end
+  if r then
+    if state == 'live' then redis.call('HINCRBY', COUNTS, id, -1) end
+    return r
+  end
   local D, M = dkey(id), mkey(id)
-  if state ~= 'live' then
-    redis.call('HSET', D, 'c', customer, 'ep', redis.call('INCR', EPOCH), 'h', history())
-    redis.call('SADD', ckey(customer), id)
-  end
-  local n = redis.call('HINCRBY', COUNTS, id, 1)
-  redis.call('INCR', TOTAL)
-  redis.call('HINCRBY', SIZES, id, size)
-  redis.call('INCRBY', BYTES, size)
-  redis.call('RPUSH', M, redis.call('HGET', D, 'ep') .. ':' .. n .. '|' .. msg)
   local dl = now + tonumber(TTL)
-  redis.call('HSET', D, 'dl', dl)
+  if state == 'live' then
+    redis.call('HSET', D, 'dl', dl)
+  else
+    ep = redis.call('INCR', EPOCH)
+    redis.call('HSET', D, 'c', customer, 'ep', ep, 'h', history(), 'dl', dl)
+    redis.call('SADD', ckey(customer), id)
+    redis.call('HSET', COUNTS, id, n)
+  end
+  account(1, size)
+  redis.call('HINCRBY', SIZES, id, size)
+  redis.call('RPUSH', M, ep .. ':' .. n .. '|' .. msg)
   redis.call('PEXPIREAT', D, dl)
   redis.call('PEXPIREAT', M, dl)
-  redis.call('ZADD', PENDING, dl, id)
+  if state ~= 'live' then redis.call('ZADD', PENDING, dl, id) end
   redis.call('PEXPIRE', ckey(customer), TTL)
   return n
 end

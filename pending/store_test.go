@@ -93,6 +93,7 @@ var suite = []struct {
 	{"TakenDialogueWaitsAndNeverExpires", testTakenDialogueWaitsAndNeverExpires},
 	{"DropCustomer", testDropCustomer},
 	{"SweepCountsExpired", testSweepCountsExpired},
+	{"SweepFollowsTheSlidingTTL", testSweepFollowsTheSlidingTTL},
 	{"ParallelAppendsCountExactly", testParallelAppendsCountExactly},
 	{"ParallelAppendsKeepTheCaps", testParallelAppendsKeepTheCaps},
 }
@@ -443,6 +444,28 @@ func testSweepCountsExpired(t *testing.T, b backend) {
 		t.Fatal(err)
 	}
 	wantCounts(t, s, Counts{Dialogues: 1, Messages: 1, Bytes: int64(1 + len(lang)), Expired: 1})
+}
+
+// testSweepFollowsTheSlidingTTL: past a dialogue's first deadline, a sweep
+// leaves it alone when a message moved the deadline, and drops it once the
+// moved deadline passes.
+func testSweepFollowsTheSlidingTTL(t *testing.T, b backend) {
+	const ttl, step = 900 * time.Millisecond, 600 * time.Millisecond
+	s, now, advance := b.open(t, limits(func(l *Limits) { l.TTL = ttl }))
+	ms := messages{t, s, now}
+	ms.add("c", "d", "1", 1)
+	advance(step)
+	ms.add("c", "d", "2", 2)
+	advance(step) // past the first deadline, 300 ms before the second
+	if err := s.Sweep(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	wantCounts(t, s, Counts{Dialogues: 1, Messages: 2, Bytes: int64(2 * (1 + len(lang)))})
+	advance(step) // 300 ms past the second
+	if err := s.Sweep(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	wantCounts(t, s, Counts{Expired: 1})
 }
 
 func testParallelAppendsCountExactly(t *testing.T, b backend) {
