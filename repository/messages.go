@@ -176,13 +176,30 @@ func selectMessages(f model.Filter, after *model.Position, limit int) (string, [
 		args = append(args, after.CreatedAt.UnixNano(), after.ID)
 	}
 	var b strings.Builder
-	b.WriteString("SELECT id, customer_id, dialogue_id, language, sealed, created_at FROM sealed_messages")
+	b.WriteString("SELECT id, " + namesColumn + ", sealed, created_at FROM sealed_messages")
 	if len(where) > 0 {
 		b.WriteString(" WHERE " + strings.Join(where, " AND "))
 	}
 	b.WriteString(" ORDER BY created_at DESC, id DESC LIMIT ?")
 	args = append(args, limit)
 	return b.String(), args
+}
+
+// namesColumn reads a row's customer, dialogue and language as one column,
+// which splitNames splits: the SQLite driver makes a string and an interface
+// value for each text column of each row, and a page spent a third of its
+// allocations on these three. None of them holds a space (model.ValidateID,
+// and language tags).
+const namesColumn = "customer_id || ' ' || dialogue_id || ' ' || language"
+
+// splitNames splits a namesColumn into r, its parts sharing its memory.
+func splitNames(names string, r *model.StoredMessage) error {
+	i, j := strings.IndexByte(names, ' '), strings.LastIndexByte(names, ' ')
+	if i < 0 || j <= i {
+		return fmt.Errorf("malformed names of stored message %d", r.ID)
+	}
+	r.CustomerID, r.DialogueID, r.Language = names[:i], names[i+1:j], names[j+1:]
+	return nil
 }
 
 // Bounds of the times that created_at, in Unix nanoseconds, can hold.
@@ -255,13 +272,22 @@ func (db *DB) scanOn(ctx context.Context, conn *gorm.DB, query string, args []an
 	b.db, b.fn = db, fn
 	b.lookup = keyLookup{db: db, pool: conn.Statement.ConnPool, ctx: qctx}
 	defer b.release()
-	var sealed sql.RawBytes
+	// Scanned into variables of the whole scan: a pointer into a row's own
+	// would move each row to the heap.
+	var (
+		id, ns int64
+		names  string
+		sealed sql.RawBytes
+	)
 	for rows.Next() {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		var r sealedRow
-		if err := rows.Scan(&r.m.ID, &r.m.CustomerID, &r.m.DialogueID, &r.m.Language, &sealed, &r.ns); err != nil {
+		if err := rows.Scan(&id, &names, &sealed, &ns); err != nil {
+			return err
+		}
+		r := sealedRow{m: model.StoredMessage{ID: id}, ns: ns}
+		if err := splitNames(names, &r.m); err != nil {
 			return err
 		}
 		if len(b.chunk) == 0 {

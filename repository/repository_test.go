@@ -781,3 +781,18 @@ func testExportsHaveConnectionsOfTheirOwn(t *testing.T, db *DB) {
 		t.Errorf("Messages while every export connection is taken: %v", err)
 	}
 }
+
+// TestSplitNames: the three names read as one column come apart where
+// they were joined, and a value that cannot have been joined so is an
+// error, not a message with names out of place.
+func TestSplitNames(t *testing.T) {
+	var m model.StoredMessage
+	if err := splitNames("c-1 d.2:x en-GB", &m); err != nil || m.CustomerID != "c-1" || m.DialogueID != "d.2:x" || m.Language != "en-GB" {
+		t.Fatalf("split %q %q %q, %v", m.CustomerID, m.DialogueID, m.Language, err)
+	}
+	for _, bad := range []string{"", "c", "c d"} {
+		if err := splitNames(bad, &m); err == nil {
+			t.Errorf("splitNames(%q) = nil, want an error", bad)
+		}
+	}
+}
