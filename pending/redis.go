@@ -162,9 +162,12 @@ func unavailable(ctx context.Context, op string, err error) error {
 // newScript returns a script of the prelude and body, run by its SHA-1 and
 // sent whole when the server does not know it yet (a new server, or a
 // primary that failed over). The body runs as a function, after which the
-// script writes the totals it changed.
+// script writes the totals it changed, even when the body failed part-way:
+// Redis keeps what a script wrote before an error, and the totals must
+// match it.
 func newScript(body string) *rueidis.Lua {
-	return rueidis.NewLuaScript(prelude + "local function main()\n" + body + "\nend\nlocal result = main()\nflush()\nreturn result\n")
+	return rueidis.NewLuaScript(prelude + "local function main()\n" + body + "\nend\n" +
+		"local ok, result = pcall(main)\nflush()\nif not ok then error(result, 0) end\nreturn result\n")
 }
 
 // run runs s with the keys every script gets and args, the first of which
@@ -333,8 +336,8 @@ local function add(id, customer, start, msg, size)
     redis.call('SADD', ckey(customer), id)
     redis.call('HSET', COUNTS, id, n)
   end
-  account(1, size)
   redis.call('HINCRBY', SIZES, id, size)
+  account(1, size)
   redis.call('RPUSH', M, ep .. ':' .. n .. '|' .. msg)
   redis.call('PEXPIREAT', D, dl)
   redis.call('PEXPIREAT', M, dl)
@@ -344,7 +347,11 @@ local function add(id, customer, start, msg, size)
 end
 local out = {}
 for i = 6, #ARGV, 5 do
-  out[#out + 1] = add(ARGV[i], ARGV[i + 1], ARGV[i + 2] == '1', ARGV[i + 3], tonumber(ARGV[i + 4]))
+  -- A message that fails fails alone, as in a script of its own: its
+  -- outcome is the error, and the others go on.
+  local ok, r = pcall(add, ARGV[i], ARGV[i + 1], ARGV[i + 2] == '1', ARGV[i + 3], tonumber(ARGV[i + 4]))
+  if not ok and type(r) ~= 'table' then r = {err = tostring(r)} end
+  out[#out + 1] = r
 end
 return out
 `)

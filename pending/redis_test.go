@@ -121,3 +121,62 @@ func TestRedisDialogueOfAnEarlierHistoryIsDropped(t *testing.T) {
 		t.Fatalf("the legacy dialogue: %+v", tk)
 	}
 }
+
+// TestRedisScriptFailingPartWayKeepsTheTotals: Redis keeps what a script
+// wrote before it failed. A message that fails in a shared script fails
+// alone, and the totals always match the dialogues, so that the gauges and
+// the caps stay true. The failures are made by giving keys the wrong type.
+func TestRedisScriptFailingPartWayKeepsTheTotals(t *testing.T) {
+	ctx := t.Context()
+	s := openRedis(t, limits(nil), time.Minute)
+	msg := func(id string) model.Message {
+		return model.Message{CustomerID: "c", DialogueID: id, Language: "en", Text: "xy", CreatedAt: time.Now()}
+	}
+	do := func(cmd ...string) {
+		t.Helper()
+		if err := s.c.Do(ctx, s.c.B().Arbitrary(cmd...).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"broken", "fine", "lost"} {
+		if _, err := s.Start(ctx, msg(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One script for two messages, the first of which fails part-way.
+	do("DEL", s.o.Prefix+"m:broken")
+	do("SET", s.o.Prefix+"m:broken", "not a list")
+	batch := []*addReq{
+		{args: [5]string{"broken", "c", "0", encodeMessage(msg("broken")), itoa(size(msg("broken")))}},
+		{args: [5]string{"fine", "c", "0", encodeMessage(msg("fine")), itoa(size(msg("fine")))}},
+	}
+	s.runAdds(ctx, batch)
+	if batch[0].err == nil || !strings.Contains(batch[0].err.Error(), "WRONGTYPE") {
+		t.Errorf("the failing message: %d, %v; want its error", batch[0].res, batch[0].err)
+	}
+	if batch[1].err != nil || batch[1].res != 2 {
+		t.Errorf("the other message: %d, %v; want it added as the second", batch[1].res, batch[1].err)
+	}
+	// A script that fails after it dropped a dialogue: taking one that
+	// lived through a failover drops it, then fails on its customer's set.
+	do("HSET", s.o.Prefix+"d:lost", "h", "0123456789abcdef0123456789abcdef01234567")
+	do("SET", s.o.Prefix+"c:c", "not a set")
+	if tk, err := s.Take(ctx, "lost"); err == nil {
+		t.Fatalf("Take with the customer's set broken: %+v, want an error", tk)
+	}
+	do("DEL", s.o.Prefix+"c:c")
+	do("SADD", s.o.Prefix+"c:c", "broken", "fine")
+	tk := take(t, s, "fine")
+	if tk == nil || len(tk.Messages) != 2 {
+		t.Fatalf("the dialogue beside the failure: %+v", tk)
+	}
+	if err := s.Drop(ctx, tk); err != nil {
+		t.Fatal(err)
+	}
+	// Left is "broken", with the two messages it counted: dropping it
+	// leaves nothing, if the totals kept up with every script.
+	if d, m, err := s.DropCustomer(ctx, "c"); d != 1 || m != 2 || err != nil {
+		t.Fatalf("DropCustomer: %d dialogues, %d messages, %v; want 1 and 2", d, m, err)
+	}
+	wantCounts(t, s, Counts{})
+}
