@@ -6,8 +6,8 @@
 # service process and of the Redis server (INFO cpu). PG_URL is a superuser
 # URL (a schema of its own is created and dropped), e.g.
 # postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
-# With SPLIT=1, each service runs on CPU 0 and wrk on CPU 1, as Redis and
-# PostgreSQL would on other hosts; pin the servers to CPU 1 first, e.g.
+# With SPLIT=1, each service runs on CPU 0 and wrk on CPU 1, where Redis and
+# PostgreSQL go too, to keep them off the service's CPU: pin them first, e.g.
 # `for p in $(pgrep redis-server) $(pgrep postgres); do taskset -pc 1 $p; done`.
 set -euo pipefail
 pg=$1 redis=$2 rounds=${3:-3}
