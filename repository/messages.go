@@ -192,11 +192,12 @@ func selectMessages(f model.Filter, after *model.Position, limit int) (string, [
 // and language tags).
 const namesColumn = "customer_id || ' ' || dialogue_id || ' ' || language"
 
-// splitNames splits a namesColumn into r, its parts sharing its memory.
+// splitNames splits a namesColumn into r, its parts sharing its memory. The
+// error names no row: it may be logged.
 func splitNames(names string, r *model.StoredMessage) error {
 	i, j := strings.IndexByte(names, ' '), strings.LastIndexByte(names, ' ')
 	if i < 0 || j <= i {
-		return fmt.Errorf("malformed names of stored message %d", r.ID)
+		return errors.New("a stored message's customer, dialogue and language do not come apart")
 	}
 	r.CustomerID, r.DialogueID, r.Language = names[:i], names[i+1:j], names[j+1:]
 	return nil
