@@ -98,9 +98,20 @@ func run(ctx context.Context, args, environ []string, stderr io.Writer) error {
 		_, err := app.Restore(ctx, cfg, app.Options{Log: logOut}, app.RestoreOptions{From: *from, AcceptLostDeletions: *accept})
 		return err
 	}
+	// An operator's GOGC is theirs to keep; otherwise the collector waits
+	// for the heap to grow by heapFloor at least.
+	gogc := slices.ContainsFunc(environ, func(kv string) bool { return strings.HasPrefix(kv, "GOGC=") })
+	if !gogc {
+		defer keepHeapFloor(heapFloor)()
+	}
 	a, err := app.New(ctx, cfg, app.Options{Log: logOut})
 	if err != nil {
 		return err
+	}
+	if gogc {
+		a.Logger.Info("GOGC set: no heap floor")
+	} else {
+		a.Logger.Info("heap floor: the collector waits for the heap to grow by this much at least", "bytes", heapFloor)
 	}
 	defer func() {
 		if err := a.Close(); err != nil {
