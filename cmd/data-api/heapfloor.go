@@ -113,3 +113,9 @@ func (f *gcFloor) collections() int {
 	defer f.mu.Unlock()
 	return f.adjusts
 }
+
+func (f *gcFloor) lastPercent() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.percent
+}
