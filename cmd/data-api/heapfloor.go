@@ -113,9 +113,3 @@ func (f *gcFloor) collections() int {
 	defer f.mu.Unlock()
 	return f.adjusts
 }
-
-func (f *gcFloor) lastPercent() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.percent
-}

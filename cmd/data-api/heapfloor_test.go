@@ -58,11 +58,15 @@ func TestHeapFloorFollowsEveryCollection(t *testing.T) {
 	f.arm()
 	for n := 1; n <= 3; n++ { // re-armed after each collection
 		collectUntil(t, f, n)
-		set := f.lastPercent()
+		// Read under the floor's lock, so that no later collection's
+		// adjust comes between.
+		f.mu.Lock()
+		set, got := f.percent, gogc()
+		f.mu.Unlock()
 		if set <= 100 || set > floorGCPercent(0, floor) {
 			t.Fatalf("after collection %d the floor set GOGC %d, want it raised, at most %d", n, set, floorGCPercent(0, floor))
 		}
-		if got := gogc(); got != uint64(set) {
+		if got != uint64(set) {
 			t.Fatalf("after collection %d GOGC = %d, the floor set %d", n, got, set)
 		}
 	}
