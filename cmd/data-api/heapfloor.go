@@ -63,13 +63,10 @@ func keepHeapFloor(floor uint64) (stop func()) {
 
 // arm asks for adjust after the next collection: the object is garbage at
 // once, so its cleanup runs when a collection has found it so, on the
-// runtime's one cleanup goroutine. (Large enough, and with a pointer, not
-// to share a tiny block, whose cleanups wait for its neighbours.)
+// runtime's one cleanup goroutine. (It holds a pointer so that it is not
+// put in a tiny block beside others, whose cleanups wait for them all.)
 func (f *gcFloor) arm() {
-	tick := &struct {
-		f   *gcFloor
-		pad [48]byte
-	}{f: f}
+	tick := &struct{ f *gcFloor }{f}
 	runtime.AddCleanup(tick, func(f *gcFloor) {
 		if f.adjust() {
 			f.arm()
@@ -106,10 +103,4 @@ func (f *gcFloor) stop() {
 		f.stopped = true
 		debug.SetGCPercent(100)
 	}
-}
-
-func (f *gcFloor) collections() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.adjusts
 }

@@ -34,6 +34,12 @@ func gogc() uint64 {
 	return s[0].Value.Uint64()
 }
 
+func (f *gcFloor) collections() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.adjusts
+}
+
 // collectUntil collects until f has seen n collections, or fails.
 func collectUntil(t *testing.T, f *gcFloor, n int) {
 	t.Helper()
