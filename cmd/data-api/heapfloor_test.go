@@ -1,9 +1,14 @@
 package main
 
 import (
+	"context"
+	"path/filepath"
 	"runtime"
 	"runtime/metrics"
+	"strings"
 	"testing"
+
+	"github.com/data-api/data-api/internal/fake"
 )
 
 func TestFloorGCPercent(t *testing.T) {
@@ -85,5 +90,46 @@ func TestHeapFloorFollowsEveryCollection(t *testing.T) {
 	runtime.GC()
 	if got := gogc(); got != 100 {
 		t.Errorf("a collection after stop set GOGC = %d, want 100", got)
+	}
+}
+
+// TestRunKeepsTheOperatorsGOGC: with GOGC in the environment the service
+// keeps no floor, and says so; without, it says it keeps one.
+func TestRunKeepsTheOperatorsGOGC(t *testing.T) {
+	if gogc() != 100 {
+		t.Skip("GOGC is set for this test process")
+	}
+	for _, c := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"GOGC=100"}, "GOGC set: no heap floor"},
+		{nil, "heap floor: the collector waits"},
+	} {
+		addr := freeAddr(t)
+		environ := append([]string{
+			"DATA_API_SERVER_ADDR=" + addr,
+			"DATA_API_DATABASE_DSN=" + filepath.Join(t.TempDir(), "data-api.db"),
+		}, c.env...)
+		logs := &fake.Log{}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- run(ctx, nil, environ, logs) }()
+		waitReady(t, "http://"+addr, done)
+		if c.env != nil {
+			// Collections while it serves leave the operator's GOGC alone.
+			runtime.GC()
+			runtime.GC()
+			if got := gogc(); got != 100 {
+				t.Errorf("with GOGC=100 set, the service runs at GOGC %d", got)
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("run returned %v", err)
+		}
+		if !strings.Contains(logs.String(), c.want) {
+			t.Errorf("environment %q: the log lacks %q", c.env, c.want)
+		}
 	}
 }
