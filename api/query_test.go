@@ -5,7 +5,9 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"slices"
@@ -144,6 +146,28 @@ func TestQueryFiltersAndPages(t *testing.T) {
 	m := p.Data[0]
 	if m.CustomerID != "bob" || m.DialogID != "dlg-bob" || m.Language != "de" || m.CreatedAt != "2026-11-26T21:36:04.123468789Z" {
 		t.Fatalf("newest message %+v", m)
+	}
+}
+
+// TestQueryPageSaysItsLength: over a real server, a page far larger than
+// what net/http buffers before it chunks a reply comes with its length and
+// no chunked framing, and the length is the body's.
+func TestQueryPageSaysItsLength(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	seed(t, e, []string{"alice"}, []string{"en"}, 100)
+	srv := httptest.NewServer(e.handler)
+	t.Cleanup(srv.Close)
+	resp, err := http.Get(srv.URL + "/data?limit=100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /data: %d %v", resp.StatusCode, err)
+	}
+	if len(body) < 8<<10 || resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) != 0 {
+		t.Fatalf("a page of %d bytes: Content-Length %d, Transfer-Encoding %q", len(body), resp.ContentLength, resp.TransferEncoding)
 	}
 }
 

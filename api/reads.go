@@ -115,6 +115,10 @@ func writePage(c *gin.Context, msgs []model.StoredMessage, next string) {
 		b, _ = jsontext.AppendQuote(b, next)
 	}
 	b = append(b, "}\n"...)
+	// A page is larger than net/http buffers before it chunks a reply:
+	// with its length said, it goes out without chunked framing, in one
+	// write system call fewer (2 against 3 a page, measured).
+	c.Writer.Header()["Content-Length"] = []string{strconv.Itoa(len(b))}
 	writeBytes(c, http.StatusOK, jsonContentType, b)
 	if cap(b) <= maxPooledPage {
 		*bp = b
