@@ -6,16 +6,21 @@
 # connections, 2 analysts; more flags in $BENCH_FLAGS); prints the tool's
 # summary, the consent transactions and the retention purge's deletions
 # from /metrics, and the server-side latency percentiles per route from the
-# service's own request log.
+# service's own request log. With SPLIT=1 the service runs on CPU 0 and the
+# load tool on CPU 1, so that neither takes the other's CPU.
 set -euo pipefail
 duration=${1:-20s}
 shift || true
+service=() load=()
+if [ "${SPLIT:-0}" = 1 ]; then
+	service=(taskset -c 0) load=(taskset -c 1)
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(mktemp -d)
 (cd "$here/../../.." && go build -o "$out/data-api" ./cmd/data-api && go build -o "$out/data-api-bench" ./cmd/data-api-bench)
 KEYS='[{"name":"bench","key":"bench-secret-0123456789","roles":["ingest","analyst","admin"]}]'
 env DATA_API_SERVER_ADDR=127.0.0.1:18080 DATA_API_DATABASE_DSN="$out/sqlite.db" DATA_API_AUTH_KEYS="$KEYS" "$@" \
-	"$out/data-api" 2>"$out/service.log" &
+	"${service[@]}" "$out/data-api" 2>"$out/service.log" &
 svc=$!
 trap 'kill $svc 2>/dev/null; wait 2>/dev/null; rm -rf "$out"' EXIT
 until curl -sf http://127.0.0.1:18080/readyz >/dev/null; do
@@ -28,7 +33,7 @@ metrics() {
 }
 echo "before:"; metrics
 # shellcheck disable=SC2086 # BENCH_FLAGS holds several flags
-"$out/data-api-bench" -url http://127.0.0.1:18080 -key bench-secret-0123456789 -mode full -duration "$duration" ${BENCH_FLAGS:-} || true
+"${load[@]}" "$out/data-api-bench" -url http://127.0.0.1:18080 -key bench-secret-0123456789 -mode full -duration "$duration" ${BENCH_FLAGS:-} || true
 echo "after:"; metrics
 python3 - "$out/service.log" <<'PY'
 import json, sys
